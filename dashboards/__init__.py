@@ -1,0 +1,1 @@
+"""Dashboards stage: read-only presentation over the warehouse (filled by its issue)."""

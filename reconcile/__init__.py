@@ -1,0 +1,1 @@
+"""Reconciliation stage: matching rules → trip states, bad debts, alerts, settlement (filled by its issue)."""
