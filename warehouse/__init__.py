@@ -1,0 +1,1 @@
+"""Warehouse stage: the Parquet lake, DuckDB views over it, the one DuckDB writer and read-only analyst SQL."""

@@ -1,0 +1,198 @@
+"""The Parquet lake: one folder per table, one folder per UTC day, one file per batch.
+
+    <root>/<table>/date=YYYY-MM-DD/part-<batch_id>.parquet
+
+A file's name derives from the batch that produced it, so writing a batch again overwrites its files rather
+than adding rows. Files are published atomically: the bytes go to a hidden temp file in the same folder
+(`.part-<batch_id>.parquet.tmp`), which is flushed and fsynced, renamed over the final name, and the folder is
+fsynced. Readers glob `*.parquet`, so a temp file is never read; a crash leaves at most a temp file, which
+`janitor` removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from itertools import chain
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from contracts.tables import Column, Kind, Table
+from warehouse.errors import InvalidBatchIdError, LakeWriteError, RowSchemaError
+
+PARQUET_GLOB = "*/*.parquet"
+"""Where a table's published files are, relative to its folder; the views read exactly this."""
+
+TEMP_GLOB = "*/*/.part-*.parquet.tmp"
+"""Where unpublished temp files are, relative to the lake root."""
+
+COMPRESSION = "zstd"
+
+_BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}")
+_DECIMAL_KINDS = frozenset({Kind.MONEY, Kind.QUANTITY})
+_FOUR_PLACES = Decimal("0.0001")
+_WIDE = Context(prec=60)
+_CONVERSION_ERRORS = (pa.ArrowException, ArithmeticError, TypeError, ValueError)
+
+
+def partition_dir(root: Path, table: Table, day: date) -> Path:
+    return root / table.name / f"date={day.isoformat()}"
+
+
+def published_name(batch_id: str) -> str:
+    return f"part-{batch_id}.parquet"
+
+
+def temp_name(batch_id: str) -> str:
+    return f".part-{batch_id}.parquet.tmp"
+
+
+def parquet_files(root: Path, table: Table) -> list[Path]:
+    """The table's files that a view would read right now, sorted."""
+    return sorted(p for p in (root / table.name).glob(PARQUET_GLOB) if p.is_file())
+
+
+def check_batch_id(batch_id: str) -> None:
+    if not _BATCH_ID.fullmatch(batch_id):
+        raise InvalidBatchIdError(
+            f"batch id {batch_id!r} cannot name a file: use 1-200 of [A-Za-z0-9._=-], not starting with '.'"
+        )
+
+
+def utc_day(table: Table, row: Mapping[str, object]) -> date:
+    """The UTC date of the row's partition timestamp."""
+    value = row.get(table.partition_by)
+    if not isinstance(value, datetime) or value.utcoffset() is None:
+        raise RowSchemaError(
+            f"{table.name}.{table.partition_by} must be a timezone-aware datetime to partition by, got {value!r}"
+        )
+    return value.astimezone(UTC).date()
+
+
+def group_by_day(table: Table, rows: Sequence[Mapping[str, object]]) -> dict[date, list[Mapping[str, object]]]:
+    groups: dict[date, list[Mapping[str, object]]] = {}
+    for row in rows:
+        groups.setdefault(utc_day(table, row), []).append(row)
+    return dict(sorted(groups.items()))
+
+
+def to_arrow(table: Table, rows: Sequence[Mapping[str, object]]) -> pa.Table:
+    """The rows as an Arrow table with exactly the table's schema, built a column at a time.
+
+    Missing keys are nulls; unknown keys are an error (a typo would otherwise become a silent null).
+    Decimals are rounded half-even to 4 places; floats are refused for money and quantities.
+    """
+    names = frozenset(table.column_names)
+    unknown = set(chain.from_iterable(rows)) - names
+    if unknown:
+        raise RowSchemaError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+    arrays = [_column_array(table, column, [row.get(column.name) for row in rows]) for column in table.columns]
+    return pa.Table.from_arrays(arrays, schema=table.arrow_schema())
+
+
+def _column_array(table: Table, column: Column, values: list[object]) -> pa.Array:
+    where = f"{table.name}.{column.name}"
+    try:
+        if column.kind in _DECIMAL_KINDS:
+            values = [_four_places(v) if isinstance(v, Decimal) else v for v in values]
+        elif column.kind is Kind.TIMESTAMP:
+            naive = next((v for v in values if isinstance(v, datetime) and v.utcoffset() is None), None)
+            if naive is not None:
+                raise RowSchemaError(f"{where} must be timezone-aware, got {naive!r}")
+        return pa.array(values, type=column.arrow_type)
+    except _CONVERSION_ERRORS as exc:
+        raise RowSchemaError(f"{where} does not fit {column.arrow_type}: {exc}") from exc
+
+
+def _four_places(value: Decimal) -> Decimal:
+    return value.quantize(_FOUR_PLACES, rounding=ROUND_HALF_EVEN, context=_WIDE)
+
+
+class LakeWriter:
+    """Publishes batches of rows as Parquet files under one lake root. One writer process per lake."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def write(self, table: Table, rows: Sequence[Mapping[str, object]], batch_id: str) -> list[Path]:
+        """Publish the rows, one file per UTC day of `table.partition_by`; returns the files, oldest day first.
+
+        Writing the same batch id again replaces its files. No rows, no files.
+        """
+        check_batch_id(batch_id)
+        published: list[Path] = []
+        for day, day_rows in group_by_day(table, rows).items():
+            frame = to_arrow(table, day_rows)
+            published.append(self._publish(frame, partition_dir(self._root, table, day), batch_id))
+        return published
+
+    def _publish(self, frame: pa.Table, directory: Path, batch_id: str) -> Path:
+        final = directory / published_name(batch_id)
+        temp = directory / temp_name(batch_id)
+        try:
+            _make_dirs(directory)
+            with open(temp, "wb") as out:
+                pq.write_table(frame, out, compression=COMPRESSION)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, final)
+            fsync_dir(directory)
+        except OSError as exc:
+            _remove_quietly(temp)
+            raise LakeWriteError(f"could not publish {final}: {exc}") from exc
+        return final
+
+
+def janitor(root: Path, *, older_than_seconds: float = 0.0, now: float | None = None) -> int:
+    """Remove temp files left by interrupted writes; returns how many were removed.
+
+    Run it when no writer is publishing (at writer start-up), or give `older_than_seconds` so a write in
+    flight keeps its temp file. `now` is a Unix time (defaults to the clock).
+    """
+    cutoff = (time.time() if now is None else now) - older_than_seconds
+    removed = 0
+    for temp in root.glob(TEMP_GLOB):
+        try:
+            if older_than_seconds > 0 and temp.stat().st_mtime > cutoff:
+                continue
+            temp.unlink()
+        except FileNotFoundError:
+            continue
+        removed += 1
+    return removed
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path) -> None:
+    """Create the folder and its missing parents, fsyncing each parent so the new entries survive a crash."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        folder.mkdir(exist_ok=True)
+        fsync_dir(folder.parent)
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,148 @@
+"""Analyst SQL over the lake, read-only, without touching the writer's DuckDB file.
+
+Every reader gets its own in-memory DuckDB connection holding one view per table of `contracts.tables`, built
+when the connection opens, so files published since the last reader are seen and the writer's file lock is
+never taken. The connection may only read the lake root (`allowed_directories`), cannot reach any other file,
+and its settings are locked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+
+from contracts.tables import TABLES, Table
+from warehouse.errors import QueryError, ReadOnlyQueryError
+from warehouse.views import quote_literal, view_sql
+
+READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+"""SELECT also covers FROM-first queries, VALUES, SHOW, DESCRIBE and SUMMARIZE."""
+
+WRITE_KEYWORDS = frozenset({"insert", "update", "delete", "merge"})
+"""Keywords refused anywhere in a statement: a SELECT can carry them in a data-modifying CTE."""
+
+_EXPLAIN = re.compile(
+    r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(?:\((?:[^()]|\([^()]*\))*\)\s*)?(?P<inner>.*)",
+    re.IGNORECASE | re.DOTALL,
+)
+_WORD = re.compile(r"\w+")
+_INTEGER_TYPES = frozenset({"HUGEINT", "UHUGEINT"})
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names, DuckDB type names and rows of a query, values as Python objects.
+
+    Decimals stay `Decimal`, TIMESTAMPTZ values are UTC-aware `datetime`s.
+    """
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: list[tuple[object, ...]]
+
+
+def open_reader(
+    lake_root: Path, *, tables: Iterable[Table] | None = None, sandbox: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with a view for every table; close it when done.
+
+    With `sandbox` (the default) it can read files under `lake_root` only and its settings are locked.
+    The session time zone is UTC.
+    """
+    root = lake_root.resolve()
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for table in TABLES.values() if tables is None else tables:
+            con.execute(view_sql(table, root))
+        if sandbox:
+            con.execute(f"SET allowed_directories = [{quote_literal(root.as_posix() + '/')}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
+    """Raise ReadOnlyQueryError unless `sql` is exactly one statement that only reads.
+
+    Parsing uses `con`; nothing is run.
+    """
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(f"not valid SQL: {exc}") from exc
+    if not statements:
+        raise QueryError("no SQL statement given")
+    if len(statements) > 1:
+        raise QueryError(f"run one statement at a time, got {len(statements)}")
+    _check_statement(statements[0], con)
+
+
+def _check_statement(statement: duckdb.Statement, con: duckdb.DuckDBPyConnection) -> None:
+    kind = statement.type
+    if kind not in READ_STATEMENTS:
+        raise ReadOnlyQueryError(f"only read queries are allowed (SELECT, EXPLAIN, DESCRIBE, SHOW); got {kind.name}")
+    writes = _write_keywords(statement.query)
+    if writes:
+        raise ReadOnlyQueryError(f"only read queries are allowed; found {', '.join(sorted(writes)).upper()}")
+    if kind == duckdb.StatementType.EXPLAIN:
+        match = _EXPLAIN.fullmatch(statement.query)
+        if match is None:
+            raise ReadOnlyQueryError("could not tell what this EXPLAIN explains; explain a SELECT")
+        check_read_only(match["inner"], con)
+
+
+def _write_keywords(sql: str) -> set[str]:
+    found: set[str] = set()
+    for position, kind in duckdb.tokenize(sql):
+        if kind != duckdb.token_type.keyword:
+            continue
+        word = _WORD.match(sql, position)
+        if word is not None and word[0].lower() in WRITE_KEYWORDS:
+            found.add(word[0].lower())
+    return found
+
+
+def run_query(lake_root: Path, sql: str, *, tables: Iterable[Table] | None = None) -> QueryResult:
+    """Run one read-only statement over the lake's views and return every row."""
+    con = open_reader(lake_root, tables=tables)
+    try:
+        check_read_only(sql, con)
+        return fetch(con, sql)
+    finally:
+        con.close()
+
+
+def fetch(con: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:
+    """Run `sql` on `con` (no read-only check) and return its rows; DuckDB errors become QueryError.
+
+    Rows come through Arrow: DuckDB's own `fetchall` needs pytz for TIMESTAMPTZ, which we do not depend on.
+    """
+    try:
+        relation = con.sql(sql)
+        if relation is None:
+            return QueryResult((), (), [])
+        columns = tuple(relation.columns)
+        types = tuple(str(t) for t in relation.types)
+        frame = relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from exc
+    values = [
+        _as_ints(column.to_pylist()) if type_name in _INTEGER_TYPES else column.to_pylist()
+        for column, type_name in zip(frame.columns, types, strict=True)
+    ]
+    rows: list[tuple[object, ...]] = list(zip(*values, strict=True)) if values else [() for _ in range(frame.num_rows)]
+    return QueryResult(columns, types, rows)
+
+
+def _as_ints(values: list[object]) -> list[object]:
+    """HUGEINT comes through Arrow as a Decimal of scale 0 (e.g. `sum(bigint)`); give it back as an int."""
+    return [int(v) if isinstance(v, Decimal) else v for v in values]

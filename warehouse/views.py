@@ -1,0 +1,73 @@
+"""SQL text of the DuckDB views over the Parquet lake. Values in, SQL out; only `view_sql` looks at the disk.
+
+A view reads every published file of its table, casts each column to the type in `contracts.tables`, and keeps
+one row per key, so a batch written twice, or two batches that share a key, never show a row twice. When two
+rows share a key, the one that sorts first on the non-key columns (in schema order, nulls last) wins: the
+choice depends on the rows only, never on file order. Columns that older files lack read as null.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from contracts.tables import Table
+from warehouse.lake import PARQUET_GLOB, parquet_files
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def parquet_glob(table: Table, lake_root: Path) -> str:
+    """The glob DuckDB reads for the table; temp files end `.tmp` so it never matches them."""
+    return f"{lake_root.as_posix()}/{table.name}/{PARQUET_GLOB}"
+
+
+def view_sql(table: Table, lake_root: Path, *, has_files: bool | None = None) -> str:
+    """`CREATE OR REPLACE VIEW` for the table: over its Parquet files, or empty and typed if it has none yet.
+
+    `has_files=None` looks at the lake. A view created empty stays empty until it is created again.
+    """
+    if has_files is None:
+        has_files = bool(parquet_files(lake_root, table))
+    body = parquet_select_sql(table, parquet_glob(table, lake_root)) if has_files else empty_select_sql(table)
+    return f"CREATE OR REPLACE VIEW {quote_identifier(table.name)} AS\n{body}"
+
+
+def empty_select_sql(table: Table) -> str:
+    """A query with the table's columns and types and no rows."""
+    return f"{_typed_nulls(table)}\nWHERE false"
+
+
+def parquet_select_sql(table: Table, glob: str) -> str:
+    """The table's rows from the Parquet files matching `glob`, typed and de-duplicated on the key."""
+    projection = ",\n    ".join(
+        f"CAST({quote_identifier(c.name)} AS {c.duckdb_type}) AS {quote_identifier(c.name)}" for c in table.columns
+    )
+    source = f"read_parquet({quote_literal(glob)}, hive_partitioning = false, union_by_name = true)"
+    sql = (
+        f"SELECT\n    {projection}\nFROM (\n"
+        f"    {_typed_nulls(table)} WHERE false\n"
+        f"    UNION ALL BY NAME\n"
+        f"    SELECT * FROM {source}\n"
+        f")"
+    )
+    if table.key:
+        sql += f"\nQUALIFY {_first_per_key(table)} = 1"
+    return sql
+
+
+def _typed_nulls(table: Table) -> str:
+    columns = ", ".join(f"CAST(NULL AS {c.duckdb_type}) AS {quote_identifier(c.name)}" for c in table.columns)
+    return f"SELECT {columns}"
+
+
+def _first_per_key(table: Table) -> str:
+    partition = ", ".join(quote_identifier(name) for name in table.key)
+    order = ", ".join(f"{quote_identifier(c.name)} ASC NULLS LAST" for c in table.columns if c.name not in table.key)
+    window = f"PARTITION BY {partition}" + (f" ORDER BY {order}" if order else "")
+    return f"row_number() OVER ({window})"
