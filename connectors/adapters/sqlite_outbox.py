@@ -1,0 +1,224 @@
+"""Durable outbox and idempotency ledger in SQLite (WAL), with group commit.
+
+One writer thread takes every request waiting at that moment and commits them in one transaction,
+so many concurrent requests share one fsync. A request's idempotency record and its messages are
+written together: either the answer and its events are durable, or neither is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from connectors.errors import OutboxUnavailableError
+from connectors.ports import OutboxRecord, PendingMessage, StoredResponse
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS idempotency (
+    route TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (route, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
+"""
+
+_MAX_GROUP = 512
+
+
+def _connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+@dataclass
+class _Work:
+    route: str
+    key: str
+    response: StoredResponse
+    records: Sequence[OutboxRecord]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[StoredResponse]
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+def _settle(future: asyncio.Future[StoredResponse], result: StoredResponse | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class SqliteOutbox:
+    """Implements `Outbox` (request path) and `OutboxQueue` (relay)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        commit_timeout: float = 1.5,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._commit_timeout = commit_timeout
+        self._on_commit = on_commit
+        self._writer = _connect(path, synchronous="FULL")
+        self._writer.executescript(_SCHEMA)
+        self._reader = _connect(path, synchronous="NORMAL")
+        self._reader_lock = threading.Lock()
+        self._relay = _connect(path, synchronous="NORMAL")
+        self._relay_lock = threading.Lock()
+        self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
+        self._thread.start()
+        self.groups_committed = 0
+        self.requests_committed = 0
+
+    # -- request path -----------------------------------------------------------------------------
+
+    def lookup(self, route: str, key: str) -> StoredResponse | None:
+        with self._reader_lock:
+            row = self._reader.execute(
+                "SELECT fingerprint, status, body FROM idempotency WHERE route = ? AND key = ?", (route, key)
+            ).fetchone()
+        if row is None:
+            return None
+        return StoredResponse(fingerprint=row[0], status=row[1], body=bytes(row[2]))
+
+    async def commit(
+        self, route: str, key: str, response: StoredResponse, records: Sequence[OutboxRecord]
+    ) -> StoredResponse:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[StoredResponse] = loop.create_future()
+        self._work.put(_Work(route, key, response, records, loop, future))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout)
+        except TimeoutError:
+            raise OutboxUnavailableError(
+                f"the outbox did not confirm the write within {self._commit_timeout:.2f}s"
+            ) from None
+
+    def _write_loop(self) -> None:
+        while True:
+            first = self._work.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < _MAX_GROUP:
+                try:
+                    more = self._work.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._work.put(None)
+                    break
+                group.append(more)
+            self._commit_group(group)
+
+    def _commit_group(self, group: list[_Work]) -> None:
+        results: list[StoredResponse | BaseException] = []
+        now = time.time()
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                for work in group:
+                    results.append(self._apply(work, now))
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            error = OutboxUnavailableError(f"the outbox could not write: {exc}")
+            results = [error] * len(group)
+        else:
+            self.groups_committed += 1
+            self.requests_committed += len(group)
+            if self._on_commit is not None:
+                self._on_commit()
+        for work, result in zip(group, results, strict=True):
+            work.loop.call_soon_threadsafe(_settle, work.future, result)
+
+    def _apply(self, work: _Work, now: float) -> StoredResponse:
+        inserted = self._writer.execute(
+            "INSERT OR IGNORE INTO idempotency (route, key, fingerprint, status, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (work.route, work.key, work.response.fingerprint, work.response.status, work.response.body, now),
+        ).rowcount
+        if inserted == 1:
+            self._writer.executemany(
+                "INSERT INTO outbox (message_id, body, created_at) VALUES (?, ?, ?)",
+                [(r.message_id, r.body, now) for r in work.records],
+            )
+            return work.response
+        row = self._writer.execute(
+            "SELECT fingerprint, status, body FROM idempotency WHERE route = ? AND key = ?",
+            (work.route, work.key),
+        ).fetchone()
+        return StoredResponse(fingerprint=row[0], status=row[1], body=bytes(row[2]))
+
+    # -- relay ------------------------------------------------------------------------------------
+
+    def pending(self, limit: int) -> list[PendingMessage]:
+        with self._relay_lock:
+            rows = self._relay.execute(
+                "SELECT seq, message_id, body FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [PendingMessage(seq=r[0], message_id=r[1], body=bytes(r[2])) for r in rows]
+
+    def mark_sent(self, seqs: Sequence[int]) -> None:
+        if not seqs:
+            return
+        now = time.time()
+        with self._relay_lock:
+            self._relay.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+
+    def stats(self, now: datetime) -> tuple[int, float]:
+        with self._relay_lock:
+            count, oldest = self._relay.execute(
+                "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL"
+            ).fetchone()
+        age = max(0.0, now.timestamp() - oldest) if oldest is not None else 0.0
+        return int(count), age
+
+    def prune(self, now: datetime, retention: timedelta) -> tuple[int, int]:
+        """Forget idempotency keys and sent messages older than `retention` (at least 48 h)."""
+        cutoff = (now - retention).timestamp()
+        with self._relay_lock:
+            keys = self._relay.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,)).rowcount
+            sent = self._relay.execute(
+                "DELETE FROM outbox WHERE sent_at IS NOT NULL AND created_at < ?", (cutoff,)
+            ).rowcount
+        return keys, sent
+
+    def close(self) -> None:
+        self._work.put(None)
+        self._thread.join(timeout=10)
+        for conn in (self._writer, self._reader, self._relay):
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()

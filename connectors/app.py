@@ -1,0 +1,243 @@
+"""The connectors' HTTP surface: four POST routes of SPEC §2, `/metrics` and `/healthz`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connectors import models
+from connectors.errors import OutboxUnavailableError
+from connectors.protection import BodyLimitMiddleware, StoreRateLimiter
+from connectors.service import Answer, ConnectorService
+from connectors.settings import ConnectorSettings
+
+log = logging.getLogger("jwo.connectors.http")
+
+_JSON = "application/json"
+_TOO_MANY = b'{"message":"Too Many Requests"}'
+_INTERNAL = b'{"message":"internal error: the request could not be recorded"}'
+
+_ERROR_DOCS: dict[int | str, dict[str, Any]] = {
+    400: {"model": models.ErrorResponse, "description": "Validation error: which field, what is wrong"},
+    413: {"model": models.ErrorResponse, "description": "Request body too large"},
+    429: {"model": models.ErrorResponse, "description": "Too Many Requests"},
+    500: {"model": models.ErrorResponse, "description": "Internal fault (the gate follows the store default)"},
+}
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def describe_validation_error(errors: list[dict[str, Any]]) -> str:
+    """One readable sentence for the first problem: the field, and what is wrong with it."""
+    if not errors:
+        return "invalid request"
+    error = errors[0]
+    loc = tuple(p for p in error.get("loc", ()) if p != "body")
+    kind = error.get("type", "")
+    ctx = error.get("ctx") or {}
+    where = _field(loc)
+    if kind == "json_invalid":
+        return f"malformed JSON: {ctx.get('error', 'cannot be parsed')}"
+    if kind == "missing" and not loc:
+        return "request body is empty: a JSON object is required"
+    if kind == "missing":
+        return f"{where}: is required"
+    if kind in ("model_attributes_type", "dict_type", "model_type") and not loc:
+        return "request body must be a JSON object"
+    if kind == "string_too_long":
+        return f"{where}: is longer than {ctx.get('max_length')} characters"
+    if kind == "string_too_short":
+        return f"{where}: must not be empty"
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        if pattern == models.UUID_PATTERN:
+            return f"{where}: must be a UUID"
+        if pattern == models.DECIMAL_PATTERN:
+            return f'{where}: must be a decimal number written as a string, such as "1.0"'
+        return f"{where}: does not match {pattern}"
+    if kind == "literal_error":
+        return f"{where}: must be one of {ctx.get('expected')}"
+    if kind == "string_type":
+        return f"{where}: must be a string"
+    if kind in ("list_type",):
+        return f"{where}: must be an array"
+    if kind in ("model_attributes_type", "dict_type", "model_type"):
+        return f"{where}: must be an object"
+    message = str(error.get("msg", "is invalid"))
+    return f"{where}: {message}" if where else message
+
+
+class Metrics:
+    """Per-app Prometheus registry (no process-global state)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "jwo_connector_requests", "Connector requests by route and status", ["route", "status"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "jwo_connector_latency_seconds", "Connector answer latency", ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
+            registry=self.registry,
+        )  # fmt: skip
+        self.outbox_depth = Gauge("jwo_outbox_depth", "Outbox messages not yet on the queue", registry=self.registry)
+        self.outbox_age = Gauge(
+            "jwo_outbox_oldest_age_seconds", "Age of the oldest unsent outbox message", registry=self.registry
+        )
+        self.relay_errors = Gauge("jwo_relay_errors", "Relay send failures since start", registry=self.registry)
+        self.relay_sent = Gauge("jwo_relay_sent", "Messages the relay put on the queue", registry=self.registry)
+
+
+class ObserveMiddleware:
+    """API-key check, a JSON log line, and metrics per connector request (pure ASGI: cheap)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: str | None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.api_key = api_key.encode() if api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self.api_key is not None:
+            given = dict(scope["headers"]).get(b"x-api-key", b"")
+            if not secrets.compare_digest(given, self.api_key):
+                await Response(b'{"message":"missing or wrong x-api-key"}', status_code=401, media_type=_JSON)(
+                    scope, receive, send
+                )
+                return
+        started = time.perf_counter()
+        status = 500
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.requests.labels(path, str(status)).inc()
+            self.metrics.latency.labels(path).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                state = scope.get("state") or {}
+                log.info(
+                    "request",
+                    extra={
+                        "route": path,
+                        "status": status,
+                        "latency_ms": round(elapsed * 1000, 3),
+                        "request_id": state.get("request_id"),
+                    },
+                )
+
+
+def create_app(
+    service: ConnectorService,
+    settings: ConnectorSettings,
+    *,
+    metrics: Metrics | None = None,
+    refresh_metrics: Callable[[], None] | None = None,
+) -> FastAPI:
+    metrics = metrics or Metrics()
+    limiter = StoreRateLimiter(settings.rate_limit_per_store, settings.rate_limit_burst)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    app = FastAPI(
+        title="JWO retailer connectors",
+        version="1",
+        description="Identity and Ordering connectors that Amazon Just Walk Out calls (SPEC §2).",
+    )
+    app.state.metrics = metrics
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        body = json.dumps({"message": describe_validation_error(list(exc.errors()))}).encode()
+        return Response(body, status_code=400, media_type=_JSON)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ObserveMiddleware, metrics=metrics, api_key=api_key)
+
+    async def answer(
+        request: Request, store_id: str, request_id: str, run: Callable[[], Awaitable[Answer]]
+    ) -> Response:
+        request.scope.setdefault("state", {})["request_id"] = request_id
+        if not limiter.allow(store_id):
+            return Response(_TOO_MANY, status_code=429, media_type=_JSON)
+        try:
+            result = await run()
+        except OutboxUnavailableError as exc:
+            log.error("outbox unavailable: %s", exc)
+            return Response(_INTERNAL, status_code=500, media_type=_JSON)
+        return Response(result.body, status_code=result.status, media_type=_JSON)
+
+    @app.post(
+        "/v1/identity/scan",
+        summary="ResolveScan",
+        response_model=models.ResolveScanResponse,
+        responses=_ERROR_DOCS,
+    )
+    async def resolve_scan(body: models.ResolveScanRequest, request: Request) -> Response:
+        return await answer(request, body.storeId, body.requestId, lambda: service.resolve_scan(body))
+
+    @app.post(
+        "/v1/identity/identity-keys",
+        summary="VerifyIdentityKeys",
+        response_model=models.VerifyIdentityKeysResponse,
+        responses={**_ERROR_DOCS, 401: {"model": models.ErrorResponse, "description": "Refused at the gate"}},
+    )
+    async def verify_identity_keys(body: models.VerifyIdentityKeysRequest, request: Request) -> Response:
+        return await answer(request, body.storeId, body.requestId, lambda: service.verify_identity_keys(body))
+
+    @app.post(
+        "/v1/identity/shopper",
+        summary="GetShopper",
+        status_code=201,
+        response_model=models.GetShopperResponse,
+        responses={**_ERROR_DOCS, 404: {"model": models.ErrorResponse, "description": "No such shopper"}},
+    )
+    async def get_shopper(body: models.GetShopperRequest, request: Request) -> Response:
+        return await answer(request, body.storeId, body.requestId, lambda: service.get_shopper(body))
+
+    @app.post(
+        "/v1/order/purchases",
+        summary="CreatePurchases",
+        status_code=201,
+        response_model=models.CreatePurchasesResponse,
+        responses=_ERROR_DOCS,
+    )
+    async def create_purchases(body: models.CreatePurchasesRequest, request: Request) -> Response:
+        return await answer(request, body.storeId, body.requestId, lambda: service.create_purchase(body))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        if refresh_metrics is not None:
+            refresh_metrics()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,331 @@
+"""What each connector endpoint decides, and the idempotency that wraps every decision.
+
+`ConnectorService` turns a validated request into an answer (status + JSON body) and the queue
+messages it produces. The answer and its messages are made durable together in the outbox before
+the caller responds; a retry of the same idempotency key gets the stored answer and no new effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel
+
+from connectors import models
+from connectors.directory import phone_digits
+from connectors.errors import OutboxUnavailableError
+from connectors.ports import Outbox, OutboxRecord, RetailerDirectory, Shopper, StoredResponse
+from connectors.pricing import UNKNOWN_LINE, CatalogItem, price_line
+from contracts.messages import (
+    AuthEvent,
+    BadCart,
+    BadCartItem,
+    CancelCharge,
+    Envelope,
+    MessageType,
+    Purchase,
+    PurchaseLine,
+    encode_envelope,
+    envelope_for,
+)
+
+Route = Literal["scan", "identity_keys", "shopper", "purchases"]
+_PURCHASE_NAMESPACE = uuid.UUID("1d0f4a52-3c1e-4b8e-b1a5-7f3f6e0f2c11")
+_SCAN_TYPES = {"SHOPPER": "SHOPPER", "ASSOCIATE": "ASSOCIATE", "CASH_SHOPPER": "CASH"}
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True)
+class _Decision:
+    status: int
+    body: dict[str, Any]
+    envelopes: list[Envelope]
+
+
+def fingerprint(request: BaseModel) -> str:
+    """Hash of the request without `requestId` and without unknown fields (they were dropped)."""
+    canonical = orjson.dumps(request.model_dump(mode="json", exclude={"requestId"}), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def decode_key(value: str) -> str | None:
+    """A Base64 scan or identity key, decoded and trimmed; None when it is not Base64 text."""
+    try:
+        return base64.b64decode(value.strip(), validate=True).decode("utf-8").strip()
+    except (binascii.Error, ValueError):
+        return None
+
+
+def purchase_id_for(shopping_trip_id: str) -> str:
+    return str(uuid.uuid5(_PURCHASE_NAMESPACE, shopping_trip_id))
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+class ConnectorService:
+    def __init__(
+        self,
+        directory: RetailerDirectory,
+        outbox: Outbox,
+        clock: Callable[[], datetime],
+        *,
+        producer: str = "connectors",
+        default_currency: str = "USD",
+    ) -> None:
+        self._directory = directory
+        self._outbox = outbox
+        self._clock = clock
+        self._producer = producer
+        self._default_currency = default_currency
+        self._inflight: dict[tuple[str, str], asyncio.Future[StoredResponse | None]] = {}
+
+    # -- idempotency ------------------------------------------------------------------------------
+
+    async def _once(self, route: Route, key: str, request: BaseModel, decide: Callable[[], _Decision]) -> Answer:
+        fp = fingerprint(request)
+        stored = self._outbox.lookup(route, key)
+        if stored is not None:
+            return self._replay(stored, fp, key)
+        inflight = self._inflight.get((route, key))
+        if inflight is not None:
+            winner = await asyncio.shield(inflight)
+            if winner is None:
+                raise OutboxUnavailableError("the first attempt with this key failed to record")
+            return self._replay(winner, fp, key)
+        future: asyncio.Future[StoredResponse | None] = asyncio.get_running_loop().create_future()
+        self._inflight[(route, key)] = future
+        try:
+            decision = decide()
+            records = [OutboxRecord(e.message_id, encode_envelope(e)) for e in decision.envelopes]
+            stored = await self._outbox.commit(
+                route, key, StoredResponse(fp, decision.status, _json(decision.body)), records
+            )
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            del self._inflight[(route, key)]
+        future.set_result(stored)
+        return self._replay(stored, fp, key)
+
+    @staticmethod
+    def _replay(stored: StoredResponse, fp: str, key: str) -> Answer:
+        if stored.fingerprint != fp:
+            message = f"idempotency key {key!r} was already used with a different request body"
+            return Answer(400, _json({"message": message}))
+        return Answer(stored.status, stored.body)
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def _admit(self, shopper: Shopper | None) -> tuple[bool, str]:
+        if shopper is None:
+            return False, "identity key not recognised"
+        if shopper.status != "active":
+            return False, "shopper is blocked"
+        if self._directory.has_open_debt(shopper.shopper_id):
+            return False, "shopper has an outstanding balance"
+        return True, ""
+
+    def _auth_event(
+        self,
+        endpoint: Literal["scan", "identity_keys", "shopper"],
+        event_key: str,
+        request_id: str,
+        store_id: str,
+        occurred_at: datetime,
+        *,
+        location: str | None,
+        channel: str | None,
+        outcome: Literal["ACCEPT", "REJECT", "NOT_FOUND"],
+        status: int,
+        shopper: Shopper | None,
+    ) -> Envelope:
+        now = self._clock()
+        event = AuthEvent(
+            event_id=event_key,
+            request_id=request_id,
+            endpoint=endpoint,
+            store_id=store_id,
+            occurred_at=occurred_at,
+            received_at=now,
+            location=location,
+            channel=channel,
+            outcome=outcome,
+            http_status=status,
+            visitor_type=shopper.visitor_type if shopper else None,
+            shopper_id=shopper.shopper_id if shopper else None,
+        )
+        return envelope_for(
+            MessageType.AUTH_EVENT, f"{endpoint}:{event_key}", event, occurred_at=now, producer=self._producer
+        )
+
+    async def resolve_scan(self, req: models.ResolveScanRequest) -> Answer:
+        scan = req.scanEvent
+        key = f"{scan.id.strip()}|{scan.timestamp.isoformat()}"
+
+        def decide() -> _Decision:
+            value = scan.value.strip() if scan.channel == "RADIO" else decode_key(scan.value)
+            shopper = self._directory.shopper_by_key(value) if value else None
+            if shopper is None:
+                fallback = decode_key(scan.id)
+                shopper = self._directory.shopper_by_key(fallback) if fallback else None
+            admitted, _ = self._admit(shopper)
+            body = {
+                "id": shopper.shopper_id if shopper else "",
+                "type": _SCAN_TYPES[shopper.visitor_type] if shopper else "SHOPPER",
+                "action": "ACCEPT" if admitted else "REJECT",
+            }
+            event = self._auth_event(
+                "scan", key, req.requestId, req.storeId, scan.timestamp,
+                location=scan.location, channel=scan.channel,
+                outcome="ACCEPT" if admitted else "REJECT", status=200, shopper=shopper,
+            )  # fmt: skip
+            return _Decision(200, body, [event])
+
+        return await self._once("scan", key, req, decide)
+
+    async def verify_identity_keys(self, req: models.VerifyIdentityKeysRequest) -> Answer:
+        auth = req.authEvent
+
+        def decide() -> _Decision:
+            decoded = decode_key(req.identityKey)
+            shopper = self._directory.shopper_by_key(decoded) if decoded else None
+            admitted, reason = self._admit(shopper)
+            status = 200 if admitted else 401
+            body: dict[str, Any] = (
+                {"visitorDetails": {"id": shopper.shopper_id, "type": shopper.visitor_type}}
+                if admitted and shopper
+                else {"message": reason}
+            )
+            event = self._auth_event(
+                "identity_keys", auth.id, req.requestId, req.storeId, auth.timestamp,
+                location=auth.location, channel=req.keyChannel,
+                outcome="ACCEPT" if admitted else "REJECT", status=status, shopper=shopper,
+            )  # fmt: skip
+            return _Decision(status, body, [event])
+
+        return await self._once("identity_keys", auth.id, req, decide)
+
+    async def get_shopper(self, req: models.GetShopperRequest) -> Answer:
+        def decide() -> _Decision:
+            if req.shopperKeyType == "PHONE_NUMBER":
+                shopper = self._directory.shopper_by_phone(phone_digits(req.shopperKey))
+            else:
+                decoded = decode_key(req.shopperKey)
+                shopper = self._directory.shopper_by_key(decoded) if decoded else None
+            status = 201 if shopper else 404
+            body = {"shopperId": shopper.shopper_id} if shopper else {"message": "no such shopper"}
+            event = self._auth_event(
+                "shopper", req.requestId, req.requestId, req.storeId, req.timestamp,
+                location=None, channel=req.shopperKeyType,
+                outcome="ACCEPT" if shopper else "NOT_FOUND", status=status, shopper=shopper,
+            )  # fmt: skip
+            return _Decision(status, body, [event])
+
+        return await self._once("shopper", req.requestId, req, decide)
+
+    # -- ordering ---------------------------------------------------------------------------------
+
+    def _lookup(self, store_id: str, item: models.CartItem) -> CatalogItem | None:
+        if item.type == "SKU":
+            return self._directory.item_by_sku(store_id, item.id)
+        return self._directory.item_by_barcode(store_id, item.id)
+
+    async def create_purchase(self, req: models.CreatePurchasesRequest) -> Answer:
+        trip_id = req.idempotentShoppingTripId
+
+        def decide() -> _Decision:
+            now = self._clock()
+            lines: list[PurchaseLine] = []
+            unknown: list[BadCartItem] = []
+            currency: str | None = None
+            for n, cart_item in enumerate(req.cartItems, start=1):
+                quantity = Decimal(cart_item.quantity.value)
+                found = self._lookup(req.storeId, cart_item)
+                priced = price_line(found, quantity) if found else UNKNOWN_LINE
+                if found is None:
+                    what = "SKU" if cart_item.type == "SKU" else "barcode"
+                    unknown.append(
+                        BadCartItem(
+                            item_id=cart_item.id,
+                            item_type=cart_item.type,
+                            reason=f"unknown {what} {cart_item.id!r} in store {req.storeId!r}",
+                        )
+                    )
+                elif currency is None:
+                    currency = found.currency
+                lines.append(
+                    PurchaseLine(
+                        line_no=n,
+                        line_item_id=cart_item.lineItemId,
+                        item_id=cart_item.id,
+                        item_type=cart_item.type,
+                        sku=found.sku if found else None,
+                        name=found.name if found else None,
+                        quantity=quantity,
+                        unit=cart_item.quantity.unit,
+                        unit_price=found.unit_price if found else None,
+                        amount=priced.amount,
+                        discount=priced.discount,
+                        tax=priced.tax,
+                        line_total=priced.line_total,
+                        known=found is not None,
+                    )
+                )
+            scan_events = [a for a in req.shoppingTrip.authEvents if a.payloadType == "SCAN_CODE"]
+            shopper_id = next((a.scanResult.id for a in scan_events if a.scanResult and a.scanResult.id), None)
+            if shopper_id is None and scan_events and req.shopperIdentity:
+                shopper_id = req.shopperIdentity.id or None
+            empty = not req.cartItems
+            purchase_id = "" if empty else purchase_id_for(trip_id)
+            purchase = Purchase(
+                shopping_trip_id=trip_id,
+                purchase_id=purchase_id,
+                store_id=req.storeId,
+                entry_method="SCAN_CODE" if scan_events else "FINANCIAL",
+                shopper_id=shopper_id,
+                start_time=req.shoppingTrip.startTime,
+                end_time=req.shoppingTrip.endTime,
+                currency=currency or self._default_currency,
+                subtotal=sum((line.amount for line in lines), Decimal(0)),
+                promotions=sum((line.discount for line in lines), Decimal(0)),
+                tax=sum((line.tax for line in lines), Decimal(0)),
+                total=sum((line.line_total for line in lines), Decimal(0)),
+                line_count=len(lines),
+                unknown_item_count=len(unknown),
+                created_at=now,
+                lines=lines,
+            )
+            envelopes = [
+                envelope_for(MessageType.PURCHASE, trip_id, purchase, occurred_at=now, producer=self._producer)
+            ]
+            if unknown:
+                bad = BadCart(shopping_trip_id=trip_id, store_id=req.storeId, created_at=now, items=unknown)
+                envelopes.append(
+                    envelope_for(MessageType.BAD_CART, trip_id, bad, occurred_at=now, producer=self._producer)
+                )
+            if empty:
+                cancel = CancelCharge(shopping_trip_id=trip_id, store_id=req.storeId, requested_at=now)
+                envelopes.append(
+                    envelope_for(MessageType.CANCEL_CHARGE, trip_id, cancel, occurred_at=now, producer=self._producer)
+                )
+            return _Decision(201, {"purchaseId": purchase_id}, envelopes)
+
+        return await self._once("purchases", trip_id, req, decide)
