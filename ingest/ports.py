@@ -1,0 +1,31 @@
+"""The ingest stage's ports: a queue to receive from and a sink for table rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+Rows = dict[str, list[dict[str, object]]]
+
+
+@dataclass(frozen=True)
+class Received:
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+    sent_at: datetime | None
+
+
+class QueueReceiver(Protocol):
+    async def receive(self, max_messages: int, wait_seconds: int) -> list[Received]: ...
+    async def delete(self, messages: Sequence[Received]) -> None: ...
+    async def extend(self, messages: Sequence[Received], seconds: int) -> None: ...
+
+
+class TableSink(Protocol):
+    """Durable when `write` returns: rows are published (e.g. Parquet files renamed into place)."""
+
+    def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None: ...

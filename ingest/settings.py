@@ -1,0 +1,13 @@
+"""Ingest settings (env `JWO_INGEST__<FIELD>`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class IngestSettings(BaseModel):
+    receivers: int = Field(default=4, ge=1, description="receive calls in flight per queue")
+    batch_max: int = Field(default=1000, ge=1, description="messages per micro-batch at most")
+    linger_seconds: float = Field(default=0.5, gt=0, description="how long a partial batch waits for more")
+    wait_seconds: int = Field(default=2, ge=0, le=20, description="long-poll wait per receive")
+    visibility_extension_seconds: int = Field(default=60, ge=10)
