@@ -1,0 +1,246 @@
+"""`jwo`: run the pipeline, query the warehouse, manage the retailer's shoppers and catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from connectors.adapters.sqlite_retailer import SqliteRetailerStore
+from connectors.errors import ImportFileError
+from connectors.imports import import_catalog_file, import_shoppers_file, parse_shoppers
+from connectors.ports import Shopper
+from jwo import logs
+from jwo.runtime import running
+from jwo.settings import Settings
+from warehouse.errors import WarehouseError
+from warehouse.query import run_query
+from warehouse.render import render
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
+shoppers_app = typer.Typer(help="The identity store: who may enter.", no_args_is_help=True)
+catalog_app = typer.Typer(help="The catalog the Ordering Connector prices carts with.", no_args_is_help=True)
+app.add_typer(shoppers_app, name="shoppers")
+app.add_typer(catalog_app, name="catalog")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run(settings: Settings, *, connectors: bool, consumers: bool) -> None:
+    async with running(settings, connectors=connectors, consumers=consumers) as pipeline:
+        where = "embedded AWS (moto server) at " if settings.embedded else "AWS at "
+        errors.print(f"[green]ready[/green]: {where}{pipeline.aws.endpoint.endpoint_url or settings.aws_region}")
+        if pipeline.base_url:
+            errors.print(f"connectors on {pipeline.base_url} (metrics at {pipeline.base_url}/metrics)")
+        errors.print("Ctrl-C or SIGTERM stops after draining in-flight work.")
+        await _until_signalled()
+        errors.print("stopping: draining the outbox and the consumers ...")
+
+
+HostOpt = Annotated[str | None, typer.Option(help="interface to listen on (default 127.0.0.1)")]
+PortOpt = Annotated[int | None, typer.Option(help="port to listen on (default 8000)")]
+
+
+def _with_listen(settings: Settings, host: str | None, port: int | None) -> Settings:
+    updates: dict[str, object] = {}
+    if host is not None:
+        updates["host"] = host
+    if port is not None:
+        updates["port"] = port
+    if updates:
+        settings.connectors = settings.connectors.model_copy(update=updates)
+    return settings
+
+
+@app.command()
+def up(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run everything: AWS (embedded unless configured), connectors, relay and consumers."""
+    settings = _with_listen(_settings(), host, port)
+    asyncio.run(_run(settings, connectors=True, consumers=True))
+
+
+@app.command()
+def serve(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Run the connectors and their outbox relay only (production: consumers run elsewhere)."""
+    settings = _with_listen(_settings(), host, port)
+    asyncio.run(_run(settings, connectors=True, consumers=False))
+
+
+@app.command()
+def consume() -> None:
+    """Run the queue consumers only (the one DuckDB writer of this JWO_HOME)."""
+    asyncio.run(_run(_settings(), connectors=False, consumers=True))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="a read-only SQL query over the warehouse tables")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")] = OutputFormat.table,
+) -> None:
+    """Run a read-only query over the warehouse (reads the Parquet lake; never takes the writer's lock)."""
+    settings = Settings()
+    try:
+        result = run_query(settings.lake_dir, query)
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from None
+    sys.stdout.write(render(result, format.value))
+    if format is OutputFormat.json:
+        sys.stdout.write("\n")
+
+
+@app.command()
+def demo(
+    shoppers: Annotated[int, typer.Option(help="shoppers in the scenario")] = 200,
+    stores: Annotated[int, typer.Option(help="stores in the scenario")] = 3,
+    seed: Annotated[int, typer.Option(help="scenario seed (same seed, same day)")] = 7,
+) -> None:
+    """Run the whole pipeline on the embedded default with a simulated day, then print a summary."""
+    from jwo.demo import run_demo
+
+    settings = Settings()
+    logs.configure("WARNING", settings.log_format)
+    code = asyncio.run(run_demo(settings, shoppers=shoppers, stores=stores, seed=seed, console=console))
+    raise typer.Exit(code=code)
+
+
+# --- shoppers and catalog ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _store() -> Iterator[SqliteRetailerStore]:
+    settings = Settings()
+    store = SqliteRetailerStore(settings.retailer_db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+FileArg = Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV with a header row, or JSON list")]
+
+
+@shoppers_app.command("import")
+def shoppers_import(file: FileArg) -> None:
+    """Load or update shoppers from a file (shopper_id, identity_key, visitor_type, phone_number, status)."""
+    with _store() as store:
+        try:
+            count = import_shoppers_file(store, file)
+        except ImportFileError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"imported {count} shopper(s) from {file}")
+
+
+@shoppers_app.command("add")
+def shoppers_add(
+    shopper_id: Annotated[str, typer.Option(help="our stable shopper id")],
+    identity_key: Annotated[str, typer.Option(help="the decoded key the app puts in the QR code")],
+    visitor_type: Annotated[str, typer.Option(help="SHOPPER, ASSOCIATE or CASH_SHOPPER")] = "SHOPPER",
+    phone_number: Annotated[str | None, typer.Option(help="E.123, e.g. '+1 617 555 1234'")] = None,
+) -> None:
+    """Add or update one shopper (active)."""
+    row = {"shopper_id": shopper_id, "identity_key": identity_key, "visitor_type": visitor_type,
+           "phone_number": phone_number or "", "status": "active"}  # fmt: skip
+    with _store() as store:
+        try:
+            store.upsert_shoppers(parse_shoppers([(1, row)], "command line"))
+        except ImportFileError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"shopper {shopper_id} saved")
+
+
+def _set_status(shopper_id: str, status: Literal["active", "blocked"]) -> None:
+    with _store() as store:
+        if not store.set_status(shopper_id, status):
+            raise _fail(f"no shopper {shopper_id!r}")
+    console.print(f"shopper {shopper_id} is now {status} (the gate follows within seconds)")
+
+
+@shoppers_app.command("block")
+def shoppers_block(shopper_id: str) -> None:
+    """Refuse this shopper at the gate."""
+    _set_status(shopper_id, "blocked")
+
+
+@shoppers_app.command("unblock")
+def shoppers_unblock(shopper_id: str) -> None:
+    """Admit this shopper at the gate again."""
+    _set_status(shopper_id, "active")
+
+
+@shoppers_app.command("show")
+def shoppers_show(shopper_id: str) -> None:
+    """Show a shopper, whether the gate admits them, and their debts."""
+    with _store() as store:
+        shopper: Shopper | None = store.get_shopper(shopper_id)
+        if shopper is None:
+            raise _fail(f"no shopper {shopper_id!r}")
+        debts = store.debts(shopper_id)
+    table = RichTable(show_header=False)
+    open_debts = [d for d in debts if d.status == "OPEN"]
+    admitted = shopper.status == "active" and not open_debts
+    for key, value in (
+        ("shopper_id", shopper.shopper_id),
+        ("visitor_type", shopper.visitor_type),
+        ("status", shopper.status),
+        ("phone_number", _mask_phone(shopper.phone_number)),
+        ("gate", "ACCEPT" if admitted else "REJECT"),
+        ("open debts", ", ".join(f"{d.shopping_trip_id} {d.amount} {d.currency}" for d in open_debts) or "none"),
+    ):
+        table.add_row(key, value)
+    console.print(table)
+
+
+def _mask_phone(number: str | None) -> str:
+    if not number:
+        return ""
+    return "*" * max(0, len(number) - 4) + number[-4:]
+
+
+@catalog_app.command("import")
+def catalog_import(file: FileArg) -> None:
+    """Load or update catalog items (store_id, sku, name, barcodes, unit_price, currency, tax_rate, ...)."""
+    with _store() as store:
+        try:
+            count = import_catalog_file(store, file)
+        except ImportFileError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"imported {count} catalog item(s) from {file}")

@@ -1,0 +1,161 @@
+"""`jwo demo`: the whole pipeline on the embedded default, driven by a simulated day, checked against
+the simulator's answer key.
+
+Steps: a fresh `JWO_HOME/demo`, the retailer's shoppers and catalog written as files and loaded
+through the same import path as `jwo shoppers import` / `jwo catalog import`, then everything
+`jwo up` runs (embedded AWS, connectors on a free loopback port, outbox relay, consumers), the
+scenario played over real HTTP, and a wait until the warehouse holds what the answer key says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from dataclasses import dataclass
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table as RichTable
+
+from connectors.adapters.sqlite_retailer import SqliteRetailerStore
+from connectors.imports import import_catalog_file, import_shoppers_file
+from jwo.runtime import running
+from jwo.settings import Settings
+from simulator.driver import RunReport, run_scenario
+from simulator.files import write_retailer_files
+from simulator.scenario import ScenarioConfig, build_scenario
+from simulator.truth import AnswerKey, build_answer_key
+from warehouse.errors import WarehouseError
+from warehouse.query import run_query
+
+LAND_WITHIN_SECONDS = 60.0
+"""How long the demo waits for the warehouse to catch up after the last answer."""
+
+
+@dataclass(frozen=True)
+class TableCheck:
+    table: str
+    expected: int
+    landed: int
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.landed
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's own state under `JWO_HOME/demo`, embedded AWS, connectors on a free loopback port."""
+    connectors = settings.connectors.model_copy(update={"host": "127.0.0.1", "port": 0})
+    return settings.model_copy(
+        update={"home": settings.home / "demo", "aws_mode": "embedded", "connectors": connectors}
+    )
+
+
+def count_rows(settings: Settings, tables: list[str]) -> dict[str, int]:
+    """Rows per table as an analyst sees them (`jwo sql`: the Parquet lake, no writer lock)."""
+    counts: dict[str, int] = {}
+    for table in tables:
+        try:
+            result = run_query(settings.lake_dir, f"select count(*) from {table}")
+        except WarehouseError:
+            counts[table] = 0
+            continue
+        value = result.rows[0][0] if result.rows else 0
+        counts[table] = value if isinstance(value, int) else 0
+    return counts
+
+
+async def wait_for_tables(settings: Settings, key: AnswerKey, within: float) -> list[TableCheck]:
+    """Poll the warehouse until every table holds its expected row count (or time runs out)."""
+    expected = key.tables.model_dump()
+    deadline = time.monotonic() + within
+    while True:
+        landed = await asyncio.to_thread(count_rows, settings, list(expected))
+        checks = [TableCheck(name, want, landed.get(name, 0)) for name, want in expected.items()]
+        if all(check.ok for check in checks) or time.monotonic() > deadline:
+            return checks
+        await asyncio.sleep(0.25)
+
+
+async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int, console: Console) -> int:
+    """Run the demo; returns the process exit code (0: every answer and every table as expected)."""
+    demo = demo_settings(settings)
+    shutil.rmtree(demo.home, ignore_errors=True)
+    demo.home.mkdir(parents=True)
+    started = time.monotonic()
+
+    scenario = build_scenario(ScenarioConfig(seed=seed, shoppers=shoppers, stores=stores))
+    key = build_answer_key(scenario)
+    files = write_retailer_files(scenario, demo.home / "retailer-files")
+    store = SqliteRetailerStore(demo.retailer_db)
+    try:
+        loaded_shoppers = import_shoppers_file(store, files.shoppers)
+        loaded_items = import_catalog_file(store, files.catalog)
+    finally:
+        store.close()
+    console.print(
+        f"scenario seed {seed}: {len(scenario.shoppers)} shoppers in {len(scenario.stores)} stores, "
+        f"{len(scenario.requests)} requests; imported {loaded_shoppers} shoppers and {loaded_items} catalog items"
+    )
+
+    async with running(demo, connectors=True, consumers=True) as pipeline:
+        console.print(f"embedded AWS at {pipeline.aws.endpoint.endpoint_url}; connectors at {pipeline.base_url}")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("playing Amazon's side", total=len(scenario.requests))
+            report = await run_scenario(
+                pipeline.base_url, scenario, progress=lambda n: progress.update(task, completed=n)
+            )
+            progress.add_task("landing in the warehouse", total=None)
+            checks = await wait_for_tables(demo, key, LAND_WITHIN_SECONDS)
+        dead = await pipeline.queue_depths()
+
+    elapsed = time.monotonic() - started
+    _print_summary(console, report, checks, dead, elapsed, demo)
+    ok = not report.mismatches and all(check.ok for check in checks) and all(d == 0 for _, d in dead.values())
+    console.print("[green]demo passed[/green]" if ok else "[red]demo FAILED[/red]")
+    return 0 if ok else 1
+
+
+def _print_summary(
+    console: Console,
+    report: RunReport,
+    checks: list[TableCheck],
+    dead: dict[str, tuple[int, int]],
+    elapsed: float,
+    settings: Settings,
+) -> None:
+    requests = RichTable(title="Connector answers")
+    requests.add_column("endpoint")
+    requests.add_column("requests", justify="right")
+    for endpoint, count in sorted(report.by_endpoint.items()):
+        requests.add_row(endpoint, str(count))
+    requests.add_row("all", f"{report.sent}", end_section=True)
+    console.print(requests)
+    statuses = ", ".join(f"{status}: {count}" for status, count in sorted(report.statuses.items()))
+    console.print(
+        f"statuses {statuses}; latency p50 {report.latency_ms(50):.1f} ms, p99 {report.latency_ms(99):.1f} ms, "
+        f"max {report.latency_ms(100):.1f} ms; answers not as expected: {len(report.mismatches)}"
+    )
+    for mismatch in report.mismatches[:10]:
+        console.print(f"  [red]{mismatch}[/red]", highlight=False)
+
+    tables = RichTable(title="Warehouse rows (jwo sql) vs the simulator's answer key")
+    tables.add_column("table")
+    tables.add_column("expected", justify="right")
+    tables.add_column("landed", justify="right")
+    tables.add_column("")
+    for check in checks:
+        tables.add_row(check.table, str(check.expected), str(check.landed), "ok" if check.ok else "[red]MISMATCH[/red]")
+    console.print(tables)
+    for queue, (visible, dead_lettered) in dead.items():
+        console.print(f"queue {queue}: {visible} waiting, {dead_lettered} dead-lettered")
+    console.print(f"state in {settings.home} (try: JWO_HOME={settings.home} jwo sql 'select * from purchases limit 5')")
+    console.print(f"finished in {elapsed:.1f} s")

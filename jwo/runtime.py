@@ -1,0 +1,286 @@
+"""Wiring: builds the stages from one `Settings` and runs them in one asyncio loop.
+
+This is the only place that knows which adapter backs which port (cosmicpython's bootstrap):
+the embedded moto server or a configured AWS endpoint, SQLite stores under `JWO_HOME`, the
+connectors' FastAPI app under uvicorn, the outbox relay, and the queue consumers writing the lake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import uvicorn
+from aiobotocore.session import get_session
+from fastapi import FastAPI
+from prometheus_client import Gauge
+
+from connectors.adapters.sqlite_outbox import SqliteOutbox
+from connectors.adapters.sqlite_retailer import SqliteRetailerStore
+from connectors.adapters.sqs_publisher import SqsPublisher
+from connectors.app import Metrics, create_app
+from connectors.directory import CachedDirectory
+from connectors.relay import Relay
+from connectors.service import ConnectorService
+from contracts.aws import AwsEndpoint
+from contracts.tables import TABLES
+from ingest.adapters.sqs_receiver import SqsReceiver
+from ingest.consumer import Consumer
+from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
+from jwo.settings import Settings
+from warehouse.duck_writer import WarehouseDb
+from warehouse.lake import LakeWriter, janitor
+
+log = logging.getLogger("jwo.runtime")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LakeSink:
+    """Ingest's TableSink over the warehouse: Parquet files first, then the DuckDB views."""
+
+    def __init__(self, writer: LakeWriter, db: WarehouseDb | None) -> None:
+        self._writer = writer
+        self._db = db
+        self._with_files: set[str] = set()
+
+    def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
+        fresh = []
+        for name, table_rows in rows.items():
+            if table_rows:
+                self._writer.write(TABLES[name], table_rows, batch_id)
+                if name not in self._with_files:
+                    fresh.append(TABLES[name])
+                    self._with_files.add(name)
+        if fresh and self._db is not None:
+            self._db.refresh_views(fresh)
+
+
+@dataclass
+class Aws:
+    endpoint: AwsEndpoint
+    resources: Resources
+    embedded: EmbeddedAws | None = None
+
+
+@contextlib.asynccontextmanager
+async def aws(settings: Settings) -> AsyncIterator[Aws]:
+    """The embedded moto server with our resources, or the configured AWS (nothing created)."""
+    if not settings.embedded:
+        endpoint = settings.endpoint()
+        yield Aws(endpoint, await resolve(endpoint, settings.resources))
+        return
+    embedded = EmbeddedAws(region=settings.aws_region).start()
+    try:
+        resources = await provision(embedded.endpoint, settings.resources)
+        yield Aws(embedded.endpoint, resources, embedded)
+    finally:
+        embedded.stop()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass
+class Pipeline:
+    """Handles on everything that runs; built by `running()`."""
+
+    settings: Settings
+    aws: Aws
+    store: SqliteRetailerStore
+    directory: CachedDirectory | None = None
+    service: ConnectorService | None = None
+    app: FastAPI | None = None
+    relay: Relay | None = None
+    outbox: SqliteOutbox | None = None
+    consumers: list[Consumer] = field(default_factory=list)
+    base_url: str = ""
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """(visible, dead-lettered) messages per queue."""
+        refs = {"events": self.aws.resources.events}
+        return {name: await queue_depths(self.aws.endpoint, ref) for name, ref in refs.items()}
+
+    async def in_queue(self) -> int:
+        """Messages on the events queue, visible or being processed."""
+        async with get_session().create_client("sqs", **self.aws.endpoint.client_kwargs()) as sqs:
+            attrs = await sqs.get_queue_attributes(
+                QueueUrl=self.aws.resources.events.url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )
+        values = attrs.get("Attributes", {})
+        return int(values.get("ApproximateNumberOfMessages", 0)) + int(
+            values.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )
+
+    async def settle(self, within: float) -> bool:
+        """Wait until the outbox is drained and the consumers emptied the queue (embedded shutdown:
+        the emulator's queues vanish with the process, so nothing may be left on them)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while loop.time() < deadline:
+            pending = self.outbox.stats(utc_now())[0] if self.outbox is not None else 0
+            if pending == 0 and (not self.consumers or await self.in_queue() == 0):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+
+async def _refresh_directory(directory: CachedDirectory, every: float, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        try:
+            if await asyncio.to_thread(directory.refresh):
+                log.info("directory reloaded", extra={"generation": directory.generation})
+        except Exception:
+            log.exception("directory refresh failed; keeping the previous snapshot")
+
+
+async def _prune(outbox: SqliteOutbox, retention: timedelta, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        keys, sent = await asyncio.to_thread(outbox.prune, utc_now(), retention)
+        if keys or sent:
+            log.info("pruned idempotency keys and sent messages", extra={"keys": keys, "sent": sent})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 3600)
+
+
+def _consumer_gauges(metrics: Metrics, consumers: list[Consumer]) -> Callable[[], None]:
+    consumed = Gauge("jwo_consumer_messages_consumed", "Messages landed", ["queue"], registry=metrics.registry)
+    lag = Gauge("jwo_consumer_oldest_age_seconds", "Age of the oldest message in the last batch", ["queue"],
+                registry=metrics.registry)  # fmt: skip
+    latency = Gauge("jwo_consumer_batch_seconds", "Write latency of the last batch", ["queue"],
+                    registry=metrics.registry)  # fmt: skip
+    failures = Gauge("jwo_consumer_write_failures", "Batches that failed to write", ["queue"],
+                     registry=metrics.registry)  # fmt: skip
+
+    def refresh() -> None:
+        for c in consumers:
+            consumed.labels(c.source).set(c.stats.consumed)
+            lag.labels(c.source).set(c.stats.oldest_age_seconds)
+            latency.labels(c.source).set(c.stats.last_batch_seconds)
+            failures.labels(c.source).set(c.stats.write_failures)
+
+    return refresh
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, *, connectors: bool = True, consumers: bool = True) -> AsyncIterator[Pipeline]:
+    """Start what was asked for; on exit stop taking requests, drain the outbox, flush the consumers."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    async with AsyncExitStack() as stack:
+        cloud = await stack.enter_async_context(aws(settings))
+        store = SqliteRetailerStore(settings.retailer_db)
+        stack.callback(store.close)
+        pipeline = Pipeline(settings=settings, aws=cloud, store=store)
+        session = get_session()
+        tasks: list[asyncio.Task[None]] = []
+        server: uvicorn.Server | None = None
+        metrics = Metrics()
+
+        if consumers:
+            removed = janitor(settings.lake_dir)
+            if removed:
+                log.info("removed leftover temp files", extra={"count": removed})
+            db = WarehouseDb(settings.home, settings.lake_dir)
+            stack.callback(db.close)
+            db.refresh_views(TABLES.values())
+            sink = LakeSink(LakeWriter(settings.lake_dir), db)
+            sqs_in = await stack.enter_async_context(session.create_client("sqs", **cloud.endpoint.client_kwargs()))
+            ing = settings.ingest
+            pipeline.consumers.append(
+                Consumer(
+                    settings.resources.events_queue,
+                    SqsReceiver(sqs_in, cloud.resources.events.url),
+                    sink,
+                    utc_now,
+                    receivers=ing.receivers,
+                    batch_max=ing.batch_max,
+                    linger_seconds=ing.linger_seconds,
+                    wait_seconds=ing.wait_seconds,
+                    visibility_extension=ing.visibility_extension_seconds,
+                )
+            )
+
+        if connectors:
+            cs = settings.connectors
+            loop = asyncio.get_running_loop()
+            directory = CachedDirectory(store)
+            sqs_out = await stack.enter_async_context(session.create_client("sqs", **cloud.endpoint.client_kwargs()))
+            relay_box: list[Relay] = []
+
+            def wake_relay() -> None:  # called by the outbox writer thread after each commit
+                if relay_box:
+                    loop.call_soon_threadsafe(relay_box[0].wake)
+
+            outbox = SqliteOutbox(settings.outbox_db, commit_timeout=cs.commit_timeout_seconds, on_commit=wake_relay)
+            stack.callback(outbox.close)
+            relay = Relay(outbox, SqsPublisher(sqs_out, cloud.resources.events.url), in_flight=cs.relay_in_flight,
+                          max_backoff=cs.relay_max_backoff_seconds)  # fmt: skip
+            relay_box.append(relay)
+            service = ConnectorService(directory, outbox, utc_now, default_currency=cs.default_currency)
+            refresh_consumers = _consumer_gauges(metrics, pipeline.consumers)
+
+            def refresh_metrics() -> None:
+                depth, age = outbox.stats(utc_now())
+                metrics.outbox_depth.set(depth)
+                metrics.outbox_age.set(age)
+                metrics.relay_errors.set(relay.stats.errors)
+                metrics.relay_sent.set(relay.stats.sent)
+                refresh_consumers()
+
+            app = create_app(service, cs, metrics=metrics, refresh_metrics=refresh_metrics)
+            sock = _listen(cs.host, cs.port)
+            host, port = sock.getsockname()[:2]
+            server = uvicorn.Server(
+                uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+            )
+            pipeline.directory, pipeline.service, pipeline.app = directory, service, app
+            pipeline.relay, pipeline.outbox = relay, outbox
+            pipeline.base_url = f"http://{host}:{port}"
+            tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+            tasks.append(asyncio.create_task(relay.run(pipeline.stop)))
+            tasks.append(
+                asyncio.create_task(_refresh_directory(directory, cs.directory_refresh_seconds, pipeline.stop))
+            )
+            tasks.append(
+                asyncio.create_task(_prune(outbox, timedelta(hours=cs.idempotency_retention_hours), pipeline.stop))
+            )
+            while not server.started:
+                if tasks[0].done():
+                    await tasks[0]
+                    raise RuntimeError("the connector server stopped during start-up")
+                await asyncio.sleep(0.01)
+            log.info("connectors listening", extra={"url": pipeline.base_url})
+
+        consumer_stop = asyncio.Event()
+        consumer_tasks = [asyncio.create_task(c.run(consumer_stop)) for c in pipeline.consumers]
+        try:
+            yield pipeline
+        finally:
+            if server is not None:
+                server.should_exit = True
+            pipeline.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if pipeline.relay is not None and not await pipeline.relay.drain(within=10.0):
+                log.warning("outbox not fully drained at shutdown; the rest is sent on the next start")
+            if cloud.embedded is not None and pipeline.consumers and not await pipeline.settle(within=30.0):
+                log.warning("the embedded events queue still held messages at shutdown")
+            consumer_stop.set()
+            await asyncio.gather(*consumer_tasks, return_exceptions=True)
