@@ -39,7 +39,10 @@ def read_records(path: Path) -> list[Record]:
     """Rows of a CSV (line numbers as in the file) or a JSON list (1-based positions)."""
     text = path.read_text(encoding="utf-8-sig")
     if path.suffix.lower() == ".json":
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportFileError(str(path), [f"line {exc.lineno}: not valid JSON: {exc.msg}"]) from None
         if not isinstance(data, list) or not all(isinstance(d, dict) for d in data):
             raise ImportFileError(str(path), ["the JSON file must hold a list of objects"])
         return [(i + 1, d) for i, d in enumerate(data)]

@@ -18,9 +18,12 @@ import functools
 import http.client
 import json
 import logging
+import multiprocessing
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -104,11 +107,18 @@ class ResourceMissingError(Exception):
 
 
 class EmbeddedAws:
-    """moto in server mode, in a background thread of this process, on a loopback port.
+    """moto in server mode on a loopback port: in a background thread of this process, or, with
+    `separate_process=True`, in a child process of its own.
 
-    moto keeps its state in process-global backends: every moto server and `mock_aws` in one process
-    shares it. `stop()` therefore resets that state (unless `reset_on_stop=False`), so nothing leaks
-    into the next user; do not run two of these at once if either relies on its data surviving.
+    The child process is what `jwo up` and `jwo demo` use: moto parses and answers every SQS call in
+    pure Python, and in our process that work would compete with the connectors for the GIL and
+    push their answers from about a millisecond to tens of milliseconds. The child exits with
+    `stop()`, or by itself when this process dies.
+
+    In this process, moto keeps its state in process-global backends: every moto server and
+    `mock_aws` in one process shares it. `stop()` therefore resets that state (unless
+    `reset_on_stop=False`), so nothing leaks into the next user; do not run two of these at once if
+    either relies on its data surviving.
     """
 
     def __init__(
@@ -118,12 +128,15 @@ class EmbeddedAws:
         port: int = 0,
         region: str = EMBEDDED_REGION,
         reset_on_stop: bool = True,
+        separate_process: bool = False,
     ) -> None:
         self._host = host
         self._port = port
         self._region = region
         self._reset_on_stop = reset_on_stop
+        self._separate_process = separate_process
         self._server: _MotoServer | None = None
+        self._child: _MotoChild | None = None
         self._bound: tuple[str, int] | None = None
 
     @property
@@ -141,7 +154,11 @@ class EmbeddedAws:
         return self._address()[1]
 
     def start(self) -> Self:
-        if self._server is not None:
+        if self._server is not None or self._child is not None:
+            return self
+        if self._separate_process:
+            child = _MotoChild.start(self._host, self._port)
+            self._child, self._bound = child, child.address
             return self
         # werkzeug logs every request at INFO (and adds a stderr handler if none is configured);
         # our server's handler does not log requests at all, and this quiets werkzeug elsewhere too.
@@ -166,6 +183,11 @@ class EmbeddedAws:
 
     def stop(self) -> None:
         """Stop serving, join the thread and close the listening socket. Safe to call twice."""
+        child = self._child
+        if child is not None:
+            self._child, self._bound = None, None
+            child.stop()  # moto's state goes with the process
+            return
         server = self._server
         if server is None:
             return
@@ -191,6 +213,74 @@ class EmbeddedAws:
         if self._bound is None:
             raise RuntimeError("EmbeddedAws is not running; call start() first")
         return self._bound
+
+
+_CHILD_START_SECONDS = 60.0
+
+
+def _serve_moto_child(host: str, port: int, conn: Connection, parent_pid: int) -> None:
+    """Child process body: serve moto until the parent says stop, closes the pipe, or dies."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    try:
+        server = _MotoServer(ip_address=host, port=port, verbose=False)
+        server.start()
+    except BaseException as error:
+        conn.send(("error", f"{type(error).__name__}: {error}"))
+        raise SystemExit(1) from None
+    conn.send(("ready", server.get_host_and_port()))
+    try:
+        while os.getppid() == parent_pid:
+            if conn.poll(0.5):  # a message, or EOF when the parent closed its end
+                break
+    finally:
+        server.stop()
+
+
+class _MotoChild:
+    """A moto server in a spawned child process (see `EmbeddedAws`)."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, conn: Connection, address: tuple[str, int]):
+        self._process = process
+        self._conn = conn
+        self.address = address
+
+    @classmethod
+    def start(cls, host: str, port: int) -> _MotoChild:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs an event loop
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=_serve_moto_child, args=(host, port, theirs, os.getpid()), name="jwo-moto", daemon=True
+        )
+        process.start()
+        theirs.close()
+        try:
+            if not ours.poll(_CHILD_START_SECONDS):
+                raise RuntimeError(f"the moto server process did not start within {_CHILD_START_SECONDS:.0f}s")
+            kind, detail = ours.recv()
+        except EOFError:
+            process.join()
+            ours.close()
+            raise RuntimeError(f"the moto server process exited during start-up (code {process.exitcode})") from None
+        except BaseException:
+            process.kill()
+            process.join()
+            ours.close()
+            raise
+        if kind != "ready":
+            process.join()
+            ours.close()
+            raise RuntimeError(f"moto server failed to start on {host}:{port}: {detail}")
+        bound_host, bound_port = detail
+        return cls(process, ours, (str(bound_host), int(bound_port)))
+
+    def stop(self) -> None:
+        with suppress(OSError):  # already gone
+            self._conn.send("stop")
+        self._conn.close()
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
 
 
 class _QuietRequestHandler(MotoRequestHandler):

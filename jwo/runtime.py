@@ -32,9 +32,11 @@ from contracts.aws import AwsEndpoint
 from contracts.tables import TABLES
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.consumer import Consumer
+from ingest.ports import RowsRejectedError
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
 from jwo.settings import Settings
 from warehouse.duck_writer import WarehouseDb
+from warehouse.errors import TerminalWarehouseError
 from warehouse.lake import LakeWriter, janitor
 
 log = logging.getLogger("jwo.runtime")
@@ -53,13 +55,13 @@ class LakeSink:
         self._with_files: set[str] = set()
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
-        fresh = []
-        for name, table_rows in rows.items():
-            if table_rows:
-                self._writer.write(TABLES[name], table_rows, batch_id)
-                if name not in self._with_files:
-                    fresh.append(TABLES[name])
-                    self._with_files.add(name)
+        batch = {TABLES[name]: table_rows for name, table_rows in rows.items() if table_rows}
+        try:
+            self._writer.write_tables(batch, batch_id)
+        except TerminalWarehouseError as exc:
+            raise RowsRejectedError(str(exc)) from exc
+        fresh = [table for table in batch if table.name not in self._with_files]
+        self._with_files.update(table.name for table in fresh)
         if fresh and self._db is not None:
             self._db.refresh_views(fresh)
 
@@ -78,7 +80,7 @@ async def aws(settings: Settings) -> AsyncIterator[Aws]:
         endpoint = settings.endpoint()
         yield Aws(endpoint, await resolve(endpoint, settings.resources))
         return
-    embedded = EmbeddedAws(region=settings.aws_region).start()
+    embedded = EmbeddedAws(region=settings.aws_region, separate_process=True).start()
     try:
         resources = await provision(embedded.endpoint, settings.resources)
         yield Aws(embedded.endpoint, resources, embedded)
@@ -87,7 +89,9 @@ async def aws(settings: Settings) -> AsyncIterator[Aws]:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto must be IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+    # every keep-alive answer waits ~40 ms for the client's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
