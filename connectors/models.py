@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -24,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 DECIMAL_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+_HAS_TIME = re.compile(r"^[^Tt ]+[Tt ][0-9]")
 
 
 def _parse_timestamp(value: object) -> datetime:
@@ -32,9 +34,9 @@ def _parse_timestamp(value: object) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise PydanticCustomError(
-            "timestamp_format", "must be an ISO-8601 date-time such as 2024-04-25T13:03:14Z"
-        ) from None
+        parsed = None
+    if parsed is None or not _HAS_TIME.search(value):  # a bare date is not a date-time
+        raise PydanticCustomError("timestamp_format", "must be an ISO-8601 date-time such as 2024-04-25T13:03:14Z")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -126,7 +128,10 @@ class GetShopperRequest(_Request):
     @model_validator(mode="after")
     def _key_matches_type(self) -> GetShopperRequest:
         if self.shopperKeyType == "QR_CODE":
-            _check_base64(self.shopperKey)
+            try:
+                _check_base64(self.shopperKey)
+            except PydanticCustomError:
+                raise PydanticCustomError("base64", "shopperKey: must be valid Base64 for a QR_CODE key") from None
         elif not any(ch.isdigit() for ch in self.shopperKey):
             raise PydanticCustomError("phone", "shopperKey must be an E.123 phone number")
         return self

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from contracts.messages import (
 
 Route = Literal["scan", "identity_keys", "shopper", "purchases"]
 _PURCHASE_NAMESPACE = uuid.UUID("1d0f4a52-3c1e-4b8e-b1a5-7f3f6e0f2c11")
+_UUID = re.compile(models.UUID_PATTERN)
 _SCAN_TYPES = {"SHOPPER": "SHOPPER", "ASSOCIATE": "ASSOCIATE", "CASH_SHOPPER": "CASH"}
 
 
@@ -69,6 +71,14 @@ def decode_key(value: str) -> str | None:
         return base64.b64decode(value.strip(), validate=True).decode("utf-8").strip()
     except (binascii.Error, ValueError):
         return None
+
+
+def _scan_event_id(key: str, scan_id: str) -> str:
+    """The auth event's id for a scan: the idempotency key, hashed when `scanEvent.id` is not a UUID
+    (the vendor FAQ puts the static Base64 QR payload there, and messages never carry identity keys)."""
+    if _UUID.fullmatch(scan_id):
+        return key
+    return "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def purchase_id_for(shopping_trip_id: str) -> str:
@@ -193,7 +203,7 @@ class ConnectorService:
                 "action": "ACCEPT" if admitted else "REJECT",
             }
             event = self._auth_event(
-                "scan", key, req.requestId, req.storeId, scan.timestamp,
+                "scan", _scan_event_id(key, scan.id.strip()), req.requestId, req.storeId, scan.timestamp,
                 location=scan.location, channel=scan.channel,
                 outcome="ACCEPT" if admitted else "REJECT", status=200, shopper=shopper,
             )  # fmt: skip

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +17,7 @@ from connectors.ports import Shopper
 from connectors.pricing import CatalogItem
 from connectors.service import ConnectorService
 from connectors.settings import ConnectorSettings
+from contracts.messages import Envelope, decode_envelope
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -50,3 +54,113 @@ def outbox() -> MemoryOutbox:
 def client(source: MemorySource, outbox: MemoryOutbox) -> TestClient:
     service = ConnectorService(CachedDirectory(source), outbox, lambda: NOW)
     return TestClient(create_app(service, ConnectorSettings()))
+
+
+# --- connector request bodies and outbox helpers ----------------------------------------------------
+
+T_ENTRY = "2026-11-20T11:30:00Z"
+T_EXIT = "2026-11-20T11:45:00Z"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def scan_body(
+    value: str | None = None,
+    *,
+    event_id: str | None = None,
+    timestamp: str = T_ENTRY,
+    channel: str = "OPTICAL",
+    store_id: str = "store-1",
+) -> dict[str, Any]:
+    """A valid ResolveScan request (SPEC §2.1); `value` defaults to shopper-1's key in Base64."""
+    return {
+        "requestId": new_id(),
+        "storeId": store_id,
+        "scanEvent": {
+            "id": event_id or new_id(),
+            "timestamp": timestamp,
+            "location": "ENTRY",
+            "value": b64("key-1") if value is None else value,
+            "channel": channel,
+        },
+    }
+
+
+def identity_keys_body(identity_key: str | None = None, *, event_id: str | None = None) -> dict[str, Any]:
+    """A valid VerifyIdentityKeys request (SPEC §2.2); the key defaults to shopper-1's in Base64."""
+    return {
+        "requestId": new_id(),
+        "identityKey": b64("key-1") if identity_key is None else identity_key,
+        "storeId": "store-1",
+        "authEvent": {"id": event_id or new_id(), "timestamp": T_ENTRY, "location": "ENTRY"},
+        "keyChannel": "OPTICAL",
+    }
+
+
+def shopper_body(shopper_key: str | None = None, key_type: str | None = None) -> dict[str, Any]:
+    """A valid GetShopper request (SPEC §2.3); the key defaults to shopper-1's QR code."""
+    body: dict[str, Any] = {
+        "requestId": new_id(),
+        "shopperKey": b64("key-1") if shopper_key is None else shopper_key,
+        "storeId": "store-1",
+        "timestamp": T_ENTRY,
+    }
+    if key_type is not None:
+        body["shopperKeyType"] = key_type
+    return body
+
+
+def cart_item(item_id: str, quantity: str = "1", *, item_type: str = "SKU", line: str | None = None) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": item_type,
+        "quantity": {"value": quantity, "unit": "each"},
+        "lineItemId": line or new_id(),
+    }
+
+
+def purchase_body(
+    items: list[dict[str, Any]] | None = None,
+    *,
+    trip_id: str | None = None,
+    payload_type: str = "SCAN_CODE",
+    shopper_id: str | None = "shopper-1",
+) -> dict[str, Any]:
+    """A valid CreatePurchases request (SPEC §2.4); one apple unless `items` says otherwise."""
+    auth_event: dict[str, Any] = {
+        "id": new_id(),
+        "timestamp": T_ENTRY,
+        "location": "ENTRY",
+        "payloadType": payload_type,
+    }
+    if shopper_id is not None:
+        auth_event["scanResult"] = {"id": shopper_id, "type": "SHOPPER"}
+    return {
+        "requestId": new_id(),
+        "idempotentShoppingTripId": trip_id or new_id(),
+        "storeId": "store-1",
+        "shoppingTrip": {"startTime": T_ENTRY, "endTime": T_EXIT, "authEvents": [auth_event]},
+        "cartItems": [cart_item("sku-apple")] if items is None else items,
+    }
+
+
+def envelopes(outbox: MemoryOutbox) -> list[Envelope]:
+    """Every message the connectors made durable, decoded as a consumer would."""
+    return [decode_envelope(m.body) for m in outbox.messages]
+
+
+@pytest.fixture
+def service(source: MemorySource, outbox: MemoryOutbox) -> ConnectorService:
+    return ConnectorService(CachedDirectory(source), outbox, lambda: NOW)
+
+
+@pytest.fixture
+def make_client(service: ConnectorService) -> Callable[[ConnectorSettings], TestClient]:
+    """A TestClient over the `service` fixture with the given settings (rate limit, body cap, api key)."""
+
+    def make(settings: ConnectorSettings) -> TestClient:
+        return TestClient(create_app(service, settings))
+
+    return make

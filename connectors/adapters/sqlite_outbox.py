@@ -161,7 +161,10 @@ class SqliteOutbox:
             if self._on_commit is not None:
                 self._on_commit()
         for work, result in zip(group, results, strict=True):
-            work.loop.call_soon_threadsafe(_settle, work.future, result)
+            # A caller that timed out may have had its event loop closed since: the write stands
+            # (a retry finds it), and the writer thread must live on for everyone else.
+            with contextlib.suppress(RuntimeError):
+                work.loop.call_soon_threadsafe(_settle, work.future, result)
 
     def _apply(self, work: _Work, now: float) -> StoredResponse:
         inserted = self._writer.execute(
