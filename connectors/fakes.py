@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
+from typing import Literal
 
 from connectors.directory import Snapshot
-from connectors.ports import OutboxRecord, PendingMessage, Shopper, StoredResponse
+from connectors.ports import BadDebt, OutboxRecord, PendingMessage, Shopper, StoredResponse
 from connectors.pricing import CatalogItem
 
 
 class MemorySource:
-    """A SnapshotSource whose contents a test sets directly."""
+    """Implements `SnapshotSource` and `RetailerAdmin` in memory, like `SqliteRetailerStore`.
+
+    Tests may also set `shoppers`, `indebted` and `items` directly and call `changed()`.
+    """
 
     def __init__(self) -> None:
         self.shoppers: dict[str, Shopper] = {}
+        """By identity key."""
         self.indebted: set[str] = set()
+        """Shopper ids refused for a debt, besides those with an open debt in `bad_debts`."""
         self.items: list[tuple[CatalogItem, list[str]]] = []
+        self.bad_debts: dict[str, BadDebt] = {}
+        """By shopping trip (a trip has at most one debt)."""
         self._generation = 0
 
     def changed(self) -> None:
@@ -26,7 +35,56 @@ class MemorySource:
         return self._generation
 
     def snapshot(self) -> Snapshot:
-        return Snapshot.build(self._generation, self.shoppers.values(), self.indebted, self.items)
+        indebted = self.indebted | {d.shopper_id for d in self.bad_debts.values() if d.status == "OPEN"}
+        return Snapshot.build(self._generation, self.shoppers.values(), indebted, self.items)
+
+    # -- RetailerAdmin ----------------------------------------------------------------------------
+
+    def upsert_shoppers(self, shoppers: Sequence[Shopper]) -> int:
+        for shopper in shoppers:
+            for key, existing in list(self.shoppers.items()):
+                if existing.shopper_id == shopper.shopper_id or key == shopper.identity_key:
+                    del self.shoppers[key]
+            self.shoppers[shopper.identity_key] = shopper
+        self.changed()
+        return len(shoppers)
+
+    def upsert_catalog(self, items: Sequence[tuple[CatalogItem, Sequence[str]]]) -> int:
+        for item, barcodes in items:
+            self.items = [(i, b) for i, b in self.items if (i.store_id, i.sku) != (item.store_id, item.sku)]
+            self.items.append((item, list(barcodes)))
+        self.changed()
+        return len(items)
+
+    def get_shopper(self, shopper_id: str) -> Shopper | None:
+        return next((s for s in self.shoppers.values() if s.shopper_id == shopper_id), None)
+
+    def set_status(self, shopper_id: str, status: Literal["active", "blocked"]) -> bool:
+        shopper = self.get_shopper(shopper_id)
+        if shopper is None:
+            return False
+        self.shoppers[shopper.identity_key] = replace(shopper, status=status)
+        self.changed()
+        return True
+
+    def open_debt(self, debt: BadDebt) -> bool:
+        if debt.shopping_trip_id in self.bad_debts:
+            return False
+        self.bad_debts[debt.shopping_trip_id] = replace(debt, status="OPEN", settled_at=None)
+        self.changed()
+        return True
+
+    def close_debt(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
+        debt = self.bad_debts.get(shopping_trip_id)
+        if debt is None or debt.status != "OPEN":
+            return False
+        self.bad_debts[shopping_trip_id] = replace(debt, status=status, settled_at=at)
+        self.changed()
+        return True
+
+    def debts(self, shopper_id: str | None = None) -> list[BadDebt]:
+        found = [d for d in self.bad_debts.values() if shopper_id is None or d.shopper_id == shopper_id]
+        return sorted(found, key=lambda d: d.opened_at)
 
 
 class MemoryOutbox:
@@ -65,7 +123,7 @@ class MemoryOutbox:
 
 
 class MemoryPublisher:
-    """Implements `QueuePublisher`; `down` makes every send raise, `accept` limits what is accepted."""
+    """Implements `QueuePublisher`; `down` makes every send raise."""
 
     def __init__(self) -> None:
         self.bodies: list[bytes] = []
