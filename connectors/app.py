@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import models
@@ -175,6 +176,17 @@ def create_app(
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         body = json.dumps({"message": describe_validation_error(list(exc.errors()))}).encode()
         return Response(body, status_code=400, media_type=_JSON)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """404 / 405 and friends answer in the same `{"message"}` shape as everything else."""
+        body = json.dumps({"message": str(exc.detail)}).encode()
+        return Response(body, status_code=exc.status_code, media_type=_JSON, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected fault on %s", request.url.path)
+        return Response(_INTERNAL, status_code=500, media_type=_JSON)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(ObserveMiddleware, metrics=metrics, api_key=api_key)

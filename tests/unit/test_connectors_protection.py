@@ -11,12 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from connectors import models
 from connectors.app import Metrics, create_app
-from connectors.fakes import MemoryOutbox
+from connectors.directory import CachedDirectory
+from connectors.fakes import MemoryOutbox, MemorySource
 from connectors.protection import StoreRateLimiter
-from connectors.service import ConnectorService
+from connectors.service import Answer, ConnectorService
 from connectors.settings import ConnectorSettings
-from tests.conftest import identity_keys_body, purchase_body, scan_body, shopper_body
+from tests.conftest import NOW, identity_keys_body, purchase_body, scan_body, shopper_body
 
 SCAN = "/v1/identity/scan"
 KEYS = "/v1/identity/identity-keys"
@@ -265,3 +267,24 @@ def test_the_openapi_document_publishes_the_four_routes(client: TestClient) -> N
         SHOPPER: "GetShopper",
         PURCHASES: "CreatePurchases",
     }
+
+
+def test_unknown_route_and_wrong_method_answer_json_messages(client: TestClient) -> None:
+    missing = client.post("/v1/identity/nope", json={})
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "Not Found"}
+    wrong = client.get("/v1/identity/scan")
+    assert wrong.status_code == 405
+    assert wrong.json() == {"message": "Method Not Allowed"}
+
+
+def test_an_unexpected_fault_is_a_json_500_not_a_stack_trace(source: MemorySource, outbox: MemoryOutbox) -> None:
+    class Broken(ConnectorService):
+        async def resolve_scan(self, req: models.ResolveScanRequest) -> Answer:
+            raise RuntimeError("boom")
+
+    service = Broken(CachedDirectory(source), outbox, lambda: NOW)
+    with TestClient(create_app(service, ConnectorSettings()), raise_server_exceptions=False) as broken:
+        response = broken.post("/v1/identity/scan", json=scan_body())
+    assert response.status_code == 500
+    assert response.json() == {"message": "internal error: the request could not be recorded"}
