@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ingest.decode import PoisonMessageError, rows_for_message
-from ingest.ports import QueueReceiver, Received, Rows, TableSink
+from ingest.ports import QueueReceiver, Received, Rows, RowsRejectedError, TableSink
 
 log = logging.getLogger("jwo.ingest.consumer")
 
@@ -97,13 +97,25 @@ class Consumer:
             heartbeat = asyncio.create_task(self._keep_invisible(messages))
             try:
                 await asyncio.to_thread(self._sink.write, rows, batch_id_for(ids))
+            except RowsRejectedError as exc:
+                if len(good) == 1:
+                    self.stats.poison += 1
+                    log.error("message %s: the warehouse rejects its rows: %s", good[0].message_id, exc)
+                    return 0
+                # One message's rows can never be written: land the others one by one, so only it is retried.
+                log.warning("batch of %d rejected (%s); writing its messages one at a time", len(good), exc)
+                return sum([await self.process([message]) for message in good])
             except Exception:
                 self.stats.write_failures += 1
                 log.exception("batch write failed; %d messages stay on the queue", len(messages))
                 return 0
             finally:
                 heartbeat.cancel()
-        await self._receiver.delete(good)
+        try:
+            await self._receiver.delete(good)
+        except Exception:
+            # Landed but still on the queue: they come back and land again under the same keys.
+            log.exception("deleting %d landed messages failed; they will be redelivered", len(good))
         elapsed = time.perf_counter() - started
         now = self._clock()
         ages = [(now - m.sent_at).total_seconds() for m in messages if m.sent_at is not None]

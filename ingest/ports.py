@@ -25,7 +25,17 @@ class QueueReceiver(Protocol):
     async def extend(self, messages: Sequence[Received], seconds: int) -> None: ...
 
 
+class RowsRejectedError(Exception):
+    """The sink refuses these rows for good (a value does not fit its table): writing them again fails the same way.
+
+    Any other exception from `write` is taken as transient (retry later).
+    """
+
+
 class TableSink(Protocol):
-    """Durable when `write` returns: rows are published (e.g. Parquet files renamed into place)."""
+    """Durable when `write` returns: rows are published (e.g. Parquet files renamed into place).
+
+    Raises RowsRejectedError when rows can never be written, having published none of them.
+    """
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None: ...

@@ -130,12 +130,21 @@ class LakeWriter:
 
         Writing the same batch id again replaces its files. No rows, no files.
         """
+        return self.write_tables({table: rows}, batch_id)
+
+    def write_tables(self, batch: Mapping[Table, Sequence[Mapping[str, object]]], batch_id: str) -> list[Path]:
+        """Publish the rows of several tables under one batch id, as `write` does for each.
+
+        Every row is converted before the first file is published: rows that do not fit raise RowSchemaError
+        with nothing of the batch published.
+        """
         check_batch_id(batch_id)
-        published: list[Path] = []
-        for day, day_rows in group_by_day(table, rows).items():
-            frame = to_arrow(table, day_rows)
-            published.append(self._publish(frame, partition_dir(self._root, table, day), batch_id))
-        return published
+        frames = [
+            (partition_dir(self._root, table, day), to_arrow(table, day_rows))
+            for table, rows in batch.items()
+            for day, day_rows in group_by_day(table, rows).items()
+        ]
+        return [self._publish(frame, directory, batch_id) for directory, frame in frames]
 
     def _publish(self, frame: pa.Table, directory: Path, batch_id: str) -> Path:
         final = directory / published_name(batch_id)
