@@ -36,7 +36,7 @@ from contracts.messages import (
     MessageType,
     Purchase,
     PurchaseLine,
-    encode_envelope,
+    encode_parts,
     envelope_for,
 )
 
@@ -123,7 +123,9 @@ class ConnectorService:
         self._inflight[(route, key)] = future
         try:
             decision = decide()
-            records = [OutboxRecord(e.message_id, encode_envelope(e)) for e in decision.envelopes]
+            records = [
+                OutboxRecord(part.message_id, body) for e in decision.envelopes for part, body in encode_parts(e)
+            ]
             stored = await self._outbox.commit(
                 route, key, StoredResponse(fp, decision.status, _json(decision.body)), records
             )

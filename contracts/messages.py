@@ -154,6 +154,10 @@ class Envelope(BaseModel):
     occurred_at: datetime
     producer: str
     payload: dict[str, Any]
+    part: int = Field(default=1, ge=1)
+    """A payload too large for one message travels as `parts` messages, each a valid payload with a slice
+    of its one list (a purchase's lines, a bad cart's items); the other fields repeat in every part."""
+    parts: int = Field(default=1, ge=1)
 
     def typed_payload(self) -> Payload | None:
         """The payload as its model, or None when the type is not one we know."""
@@ -188,6 +192,41 @@ def encode_envelope(envelope: Envelope) -> bytes:
     if len(body) > MAX_MESSAGE_BYTES:
         raise MessageTooLargeError(envelope.message_id, len(body))
     return body
+
+
+def encode_parts(envelope: Envelope) -> list[tuple[Envelope, bytes]]:
+    """(envelope, body) pairs for the queue: the envelope itself when it fits, else its payload's list
+    split over as few parts as fit (each part's id derives from the whole's id, so retries match).
+
+    Raises MessageTooLargeError when even one list element per part does not fit.
+    """
+    body = orjson.dumps(envelope.model_dump(mode="json"))
+    if len(body) <= MAX_MESSAGE_BYTES:
+        return [(envelope, body)]
+    lists = [name for name, value in envelope.payload.items() if isinstance(value, list)]
+    if len(lists) != 1 or len(envelope.payload[lists[0]]) < 2:
+        raise MessageTooLargeError(envelope.message_id, len(body))
+    name, items = lists[0], envelope.payload[lists[0]]
+    count = max(2, -(-len(body) // MAX_MESSAGE_BYTES))
+    while count <= len(items):
+        size = -(-len(items) // count)
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        parts = [
+            envelope.model_copy(
+                update={
+                    "message_id": message_id_for(envelope.type, f"{envelope.message_id}#{n}/{len(chunks)}"),
+                    "payload": {**envelope.payload, name: chunk},
+                    "part": n,
+                    "parts": len(chunks),
+                }
+            )
+            for n, chunk in enumerate(chunks, start=1)
+        ]
+        bodies = [orjson.dumps(part.model_dump(mode="json")) for part in parts]
+        if all(len(b) <= MAX_MESSAGE_BYTES for b in bodies):
+            return list(zip(parts, bodies, strict=True))
+        count *= 2
+    raise MessageTooLargeError(envelope.message_id, len(body))
 
 
 def decode_envelope(body: bytes | str) -> Envelope:

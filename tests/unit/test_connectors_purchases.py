@@ -16,6 +16,7 @@ from connectors.pricing import CatalogItem, PricedLine, price_line, round_money
 from connectors.service import ConnectorService, purchase_id_for
 from connectors.settings import ConnectorSettings
 from contracts.messages import BadCart, CancelCharge, MessageType, Purchase, message_id_for
+from ingest.decode import payload_rows
 from tests.conftest import NOW, cart_item, envelopes, purchase_body
 
 PURCHASES = "/v1/order/purchases"
@@ -270,3 +271,23 @@ def test_prices_travel_as_exact_decimal_strings(shop: TestClient, outbox: Memory
     body = outbox.messages[0].body
     assert b'"total":"3.16"' in body
     assert b'"quantity":"3"' in body
+
+
+def test_a_cart_too_large_for_one_queue_message_is_accepted_and_queued_in_parts(
+    client: TestClient, outbox: MemoryOutbox
+) -> None:
+    items = [cart_item("sku-apple", line=f"{n:08d}-0000-4000-8000-{n:012d}") for n in range(1, 1501)]
+    items += [
+        cart_item(f"unknown-{n}-" + "x" * 200, line=f"{n:08d}-0000-4000-8000-{n:012d}") for n in range(1501, 1601)
+    ]
+    response = client.post("/v1/order/purchases", json=purchase_body(items))
+    assert response.status_code == 201
+    assert response.json()["purchaseId"] != ""
+    decoded = envelopes(outbox)
+    purchases = [e for e in decoded if e.type == "purchase"]
+    assert len(purchases) >= 2
+    assert {(e.part, e.parts) for e in purchases} == {(n, len(purchases)) for n in range(1, len(purchases) + 1)}
+    rows = [row for e in purchases for row in payload_rows(e.typed_payload()).get("purchase_lines", [])]  # type: ignore[arg-type]
+    assert sorted(int(row["line_no"]) for row in rows) == list(range(1, 1601))  # type: ignore[call-overload]
+    bad_items = [item for e in decoded if e.type == "bad_cart" for item in e.payload["items"]]
+    assert len(bad_items) == 100

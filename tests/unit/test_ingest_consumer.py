@@ -12,7 +12,7 @@ import pytest
 
 from contracts.messages import AuthEvent, MessageType, encode_envelope, envelope_for, message_id_for
 from ingest.consumer import Consumer, batch_id_for
-from tests.fakes_sqs import FakeSqsQueue, RecordingSink
+from ingest.fakes import FakeSqsQueue, RecordingSink
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 SOURCE = "jwo-events"
