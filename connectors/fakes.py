@@ -99,6 +99,9 @@ class MemoryOutbox:
     def lookup(self, route: str, key: str) -> StoredResponse | None:
         return self.responses.get((route, key))
 
+    def recall(self, route: str, key: str) -> StoredResponse | None:
+        return self.lookup(route, key)
+
     async def commit(
         self, route: str, key: str, response: StoredResponse, records: Sequence[OutboxRecord]
     ) -> StoredResponse:

@@ -79,7 +79,14 @@ class OutboxRecord:
 class Outbox(Protocol):
     """Durable local outbox and idempotency ledger, written in one transaction per request."""
 
-    def lookup(self, route: str, key: str) -> StoredResponse | None: ...
+    def lookup(self, route: str, key: str) -> StoredResponse | None:
+        """The recorded answer for the key, if any (authoritative; may read the disk)."""
+        ...
+
+    def recall(self, route: str, key: str) -> StoredResponse | None:
+        """The recorded answer if it is at hand in memory: the request path's fast check. None does not
+        mean the key is new (after a restart it usually is not in memory): `commit` is authoritative."""
+        ...
 
     async def commit(
         self, route: str, key: str, response: StoredResponse, records: Sequence[OutboxRecord]

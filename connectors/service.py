@@ -110,7 +110,7 @@ class ConnectorService:
 
     async def _once(self, route: Route, key: str, request: BaseModel, decide: Callable[[], _Decision]) -> Answer:
         fp = fingerprint(request)
-        stored = self._outbox.lookup(route, key)
+        stored = self._outbox.recall(route, key)
         if stored is not None:
             return self._replay(stored, fp, key)
         inflight = self._inflight.get((route, key))

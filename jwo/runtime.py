@@ -8,6 +8,7 @@ connectors' FastAPI app under uvicorn, the outbox relay, and the queue consumers
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import socket
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import uvicorn
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from fastapi import FastAPI
 from prometheus_client import Gauge
@@ -28,12 +30,14 @@ from connectors.app import Metrics, create_app
 from connectors.directory import CachedDirectory
 from connectors.relay import Relay
 from connectors.service import ConnectorService
+from connectors.settings import ConnectorSettings
 from contracts.aws import AwsEndpoint
 from contracts.tables import TABLES
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.consumer import Consumer
 from ingest.ports import RowsRejectedError
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
+from jwo.loops import BackgroundLoop
 from jwo.settings import Settings
 from warehouse.duck_writer import WarehouseDb
 from warehouse.errors import TerminalWarehouseError
@@ -184,19 +188,100 @@ def _consumer_gauges(metrics: Metrics, consumers: list[Consumer]) -> Callable[[]
     return refresh
 
 
+PUBLISH_CONFIG = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+"""The relay's SQS client: a hanging endpoint costs seconds, not a minute; the relay retries by itself."""
+
+
+def _receive_config(wait_seconds: int) -> AioConfig:
+    return AioConfig(connect_timeout=2, read_timeout=wait_seconds + 10, retries={"max_attempts": 3, "mode": "standard"})
+
+
+async def _run_relay(
+    outbox: SqliteOutbox,
+    endpoint: AwsEndpoint,
+    queue_url: str,
+    cs: ConnectorSettings,
+    ready: concurrent.futures.Future[tuple[Relay, asyncio.Event]],
+) -> None:
+    """The relay's whole life, on its background loop: run until stopped, then drain."""
+    try:
+        stop = asyncio.Event()
+        async with get_session().create_client("sqs", config=PUBLISH_CONFIG, **endpoint.client_kwargs()) as sqs:
+            relay = Relay(outbox, SqsPublisher(sqs, queue_url), in_flight=cs.relay_in_flight,
+                          max_backoff=cs.relay_max_backoff_seconds)  # fmt: skip
+            ready.set_result((relay, stop))
+            await relay.run(stop)
+            if not await relay.drain(within=10.0):
+                log.warning("outbox not fully drained at shutdown; the rest is sent on the next start")
+    except BaseException as exc:
+        if not ready.done():
+            ready.set_exception(exc)
+        raise
+
+
+async def _supervise(consumer: Consumer, stop: asyncio.Event) -> None:
+    """Run a consumer until stopped; if it crashes, log it and start it again after a pause."""
+    while not stop.is_set():
+        try:
+            await consumer.run(stop)
+        except Exception:
+            log.exception("consumer crashed; restarting in 1 s", extra={"queue": consumer.source})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def _run_consumers(
+    settings: Settings,
+    endpoint: AwsEndpoint,
+    resources: Resources,
+    sink: LakeSink,
+    ready: concurrent.futures.Future[tuple[list[Consumer], asyncio.Event]],
+) -> None:
+    """The consumers' whole life, on their background loop."""
+    try:
+        stop = asyncio.Event()
+        ing = settings.ingest
+        config = _receive_config(ing.wait_seconds)
+        async with get_session().create_client("sqs", config=config, **endpoint.client_kwargs()) as sqs:
+            consumers = [
+                Consumer(
+                    settings.resources.events_queue,
+                    SqsReceiver(sqs, resources.events.url),
+                    sink,
+                    utc_now,
+                    receivers=ing.receivers,
+                    batch_max=ing.batch_max,
+                    linger_seconds=ing.linger_seconds,
+                    wait_seconds=ing.wait_seconds,
+                    visibility_extension=ing.visibility_extension_seconds,
+                )
+            ]
+            ready.set_result((consumers, stop))
+            await asyncio.gather(*(_supervise(c, stop) for c in consumers))
+    except BaseException as exc:
+        if not ready.done():
+            ready.set_exception(exc)
+        raise
+
+
 @contextlib.asynccontextmanager
 async def running(settings: Settings, *, connectors: bool = True, consumers: bool = True) -> AsyncIterator[Pipeline]:
-    """Start what was asked for; on exit stop taking requests, drain the outbox, flush the consumers."""
+    """Start what was asked for; on exit stop taking requests, drain the outbox, flush the consumers.
+
+    The connectors' HTTP server has this loop to itself; the relay and the consumers each run on a
+    `BackgroundLoop` so their AWS calls never sit between a request and its answer.
+    """
     settings.home.mkdir(parents=True, exist_ok=True)
     async with AsyncExitStack() as stack:
         cloud = await stack.enter_async_context(aws(settings))
         store = SqliteRetailerStore(settings.retailer_db)
         stack.callback(store.close)
         pipeline = Pipeline(settings=settings, aws=cloud, store=store)
-        session = get_session()
         tasks: list[asyncio.Task[None]] = []
         server: uvicorn.Server | None = None
         metrics = Metrics()
+        consumers_done: asyncio.Future[None] | None = None
+        consumers_stop: Callable[[], None] = lambda: None  # noqa: E731
 
         if consumers:
             removed = janitor(settings.lake_dir)
@@ -206,38 +291,45 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             stack.callback(db.close)
             db.refresh_views(TABLES.values())
             sink = LakeSink(LakeWriter(settings.lake_dir), db)
-            sqs_in = await stack.enter_async_context(session.create_client("sqs", **cloud.endpoint.client_kwargs()))
-            ing = settings.ingest
-            pipeline.consumers.append(
-                Consumer(
-                    settings.resources.events_queue,
-                    SqsReceiver(sqs_in, cloud.resources.events.url),
-                    sink,
-                    utc_now,
-                    receivers=ing.receivers,
-                    batch_max=ing.batch_max,
-                    linger_seconds=ing.linger_seconds,
-                    wait_seconds=ing.wait_seconds,
-                    visibility_extension=ing.visibility_extension_seconds,
-                )
+            consumer_loop = BackgroundLoop("jwo-consumers").start()
+            stack.callback(consumer_loop.close)
+            consumers_ready: concurrent.futures.Future[tuple[list[Consumer], asyncio.Event]] = (
+                concurrent.futures.Future()
             )
+            consumers_done = asyncio.wrap_future(
+                consumer_loop.submit(_run_consumers(settings, cloud.endpoint, cloud.resources, sink, consumers_ready))
+            )
+            started, consumer_stop_event = await asyncio.wrap_future(consumers_ready)
+            pipeline.consumers.extend(started)
 
+            def consumers_stop() -> None:
+                consumer_loop.call(consumer_stop_event.set)
+
+        relay_done: asyncio.Future[None] | None = None
+        relay_stop: Callable[[], None] = lambda: None  # noqa: E731
         if connectors:
             cs = settings.connectors
-            loop = asyncio.get_running_loop()
             directory = CachedDirectory(store)
-            sqs_out = await stack.enter_async_context(session.create_client("sqs", **cloud.endpoint.client_kwargs()))
+            relay_loop = BackgroundLoop("jwo-relay").start()
+            stack.callback(relay_loop.close)
             relay_box: list[Relay] = []
 
             def wake_relay() -> None:  # called by the outbox writer thread after each commit
                 if relay_box:
-                    loop.call_soon_threadsafe(relay_box[0].wake)
+                    relay_loop.call(relay_box[0].wake)
 
             outbox = SqliteOutbox(settings.outbox_db, commit_timeout=cs.commit_timeout_seconds, on_commit=wake_relay)
             stack.callback(outbox.close)
-            relay = Relay(outbox, SqsPublisher(sqs_out, cloud.resources.events.url), in_flight=cs.relay_in_flight,
-                          max_backoff=cs.relay_max_backoff_seconds)  # fmt: skip
+            relay_ready: concurrent.futures.Future[tuple[Relay, asyncio.Event]] = concurrent.futures.Future()
+            relay_done = asyncio.wrap_future(
+                relay_loop.submit(_run_relay(outbox, cloud.endpoint, cloud.resources.events.url, cs, relay_ready))
+            )
+            relay, relay_stop_event = await asyncio.wrap_future(relay_ready)
             relay_box.append(relay)
+
+            def relay_stop() -> None:
+                relay_loop.call(relay_stop_event.set)
+
             service = ConnectorService(directory, outbox, utc_now, default_currency=cs.default_currency)
             refresh_consumers = _consumer_gauges(metrics, pipeline.consumers)
 
@@ -259,7 +351,6 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             pipeline.relay, pipeline.outbox = relay, outbox
             pipeline.base_url = f"http://{host}:{port}"
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-            tasks.append(asyncio.create_task(relay.run(pipeline.stop)))
             tasks.append(
                 asyncio.create_task(_refresh_directory(directory, cs.directory_refresh_seconds, pipeline.stop))
             )
@@ -273,8 +364,6 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 await asyncio.sleep(0.01)
             log.info("connectors listening", extra={"url": pipeline.base_url})
 
-        consumer_stop = asyncio.Event()
-        consumer_tasks = [asyncio.create_task(c.run(consumer_stop)) for c in pipeline.consumers]
         try:
             yield pipeline
         finally:
@@ -282,9 +371,11 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 server.should_exit = True
             pipeline.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if pipeline.relay is not None and not await pipeline.relay.drain(within=10.0):
-                log.warning("outbox not fully drained at shutdown; the rest is sent on the next start")
+            relay_stop()  # the relay drains the outbox, then ends
+            if relay_done is not None:
+                await asyncio.gather(relay_done, return_exceptions=True)
             if cloud.embedded is not None and pipeline.consumers and not await pipeline.settle(within=30.0):
                 log.warning("the embedded events queue still held messages at shutdown")
-            consumer_stop.set()
-            await asyncio.gather(*consumer_tasks, return_exceptions=True)
+            consumers_stop()
+            if consumers_done is not None:
+                await asyncio.gather(consumers_done, return_exceptions=True)

@@ -82,11 +82,16 @@ class SqliteOutbox:
         *,
         commit_timeout: float = 1.5,
         on_commit: Callable[[], None] | None = None,
+        recent_capacity: int = 100_000,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
         self._commit_timeout = commit_timeout
         self._on_commit = on_commit
+        self._recent: dict[tuple[str, str], tuple[float, StoredResponse]] = {}
+        """Answers committed by this process with their commit time, oldest first."""
+        self._recent_lock = threading.Lock()
+        self._recent_capacity = recent_capacity
         self._writer = _connect(path, synchronous="FULL")
         self._writer.executescript(_SCHEMA)
         self._reader = _connect(path, synchronous="NORMAL")
@@ -109,6 +114,11 @@ class SqliteOutbox:
         if row is None:
             return None
         return StoredResponse(fingerprint=row[0], status=row[1], body=bytes(row[2]))
+
+    def recall(self, route: str, key: str) -> StoredResponse | None:
+        """Answers this process committed recently, from memory: no disk read, no lock, no GIL release."""
+        found = self._recent.get((route, key))
+        return None if found is None else found[1]
 
     async def commit(
         self, route: str, key: str, response: StoredResponse, records: Sequence[OutboxRecord]
@@ -158,6 +168,7 @@ class SqliteOutbox:
         else:
             self.groups_committed += 1
             self.requests_committed += len(group)
+            self._remember(group, results, now)
             if self._on_commit is not None:
                 self._on_commit()
         for work, result in zip(group, results, strict=True):
@@ -165,6 +176,24 @@ class SqliteOutbox:
             # (a retry finds it), and the writer thread must live on for everyone else.
             with contextlib.suppress(RuntimeError):
                 work.loop.call_soon_threadsafe(_settle, work.future, result)
+
+    def _remember(self, group: list[_Work], results: list[StoredResponse | BaseException], now: float) -> None:
+        recent = self._recent
+        with self._recent_lock:
+            for work, result in zip(group, results, strict=True):
+                if isinstance(result, StoredResponse) and (work.route, work.key) not in recent:
+                    recent[(work.route, work.key)] = (now, result)
+            while len(recent) > self._recent_capacity:
+                del recent[next(iter(recent))]
+
+    def _forget_before(self, cutoff: float) -> None:
+        recent = self._recent
+        with self._recent_lock:
+            while recent:
+                oldest = next(iter(recent))
+                if recent[oldest][0] >= cutoff:
+                    break
+                del recent[oldest]
 
     def _apply(self, work: _Work, now: float) -> StoredResponse:
         inserted = self._writer.execute(
@@ -212,6 +241,7 @@ class SqliteOutbox:
     def prune(self, now: datetime, retention: timedelta) -> tuple[int, int]:
         """Forget idempotency keys and sent messages older than `retention` (at least 48 h)."""
         cutoff = (now - retention).timestamp()
+        self._forget_before(cutoff)
         with self._relay_lock:
             keys = self._relay.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,)).rowcount
             sent = self._relay.execute(
