@@ -18,20 +18,10 @@ from connectors.directory import phone_digits
 from connectors.errors import ImportFileError
 from connectors.ports import RetailerAdmin, Shopper, VisitorType
 from connectors.pricing import CatalogItem
+from contracts.retailer_files import BARCODE_SEPARATOR
 
 Record = tuple[int, Mapping[str, Any]]
 
-SHOPPER_COLUMNS = ("shopper_id", "identity_key", "visitor_type", "phone_number", "status")
-CATALOG_COLUMNS = (
-    "store_id",
-    "sku",
-    "name",
-    "barcodes",
-    "unit_price",
-    "currency",
-    "tax_rate",
-    "promotion_percent",
-)
 _VISITOR_TYPES = ("SHOPPER", "ASSOCIATE", "CASH_SHOPPER")
 
 
@@ -143,7 +133,7 @@ def parse_catalog(records: Sequence[Record], source: str) -> list[tuple[CatalogI
         promotion = _decimal(row, "promotion_percent", problems, line, optional=True)
         if promotion is not None and promotion > 100:
             problems.append(f"line {line}: promotion_percent {promotion} is over 100")
-        barcodes = [b.strip() for b in _text(row, "barcodes").split("|") if b.strip()]
+        barcodes = [b.strip() for b in _text(row, "barcodes").split(BARCODE_SEPARATOR) if b.strip()]
         if (store_id, sku) in seen:
             problems.append(
                 f"line {line}: sku {sku!r} of store {store_id!r} already appears on line {seen[(store_id, sku)]}"

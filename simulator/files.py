@@ -7,19 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.retailer_files import BARCODE_SEPARATOR, CATALOG_COLUMNS, SHOPPER_COLUMNS
 from simulator.scenario import Scenario
-
-SHOPPER_COLUMNS = ("shopper_id", "identity_key", "visitor_type", "phone_number", "status")
-CATALOG_COLUMNS = (
-    "store_id",
-    "sku",
-    "name",
-    "barcodes",
-    "unit_price",
-    "currency",
-    "tax_rate",
-    "promotion_percent",
-)
 
 
 @dataclass(frozen=True)
@@ -44,7 +33,7 @@ def write_retailer_files(scenario: Scenario, directory: Path) -> RetailerFiles:
                 item.store_id,
                 item.sku,
                 item.name,
-                "|".join(item.barcodes),
+                BARCODE_SEPARATOR.join(item.barcodes),
                 str(item.unit_price),
                 item.currency,
                 str(item.tax_rate),
