@@ -11,3 +11,6 @@ class IngestSettings(BaseModel):
     linger_seconds: float = Field(default=0.5, gt=0, description="how long a partial batch waits for more")
     wait_seconds: int = Field(default=2, ge=0, le=20, description="long-poll wait per receive")
     visibility_extension_seconds: int = Field(default=60, ge=10)
+    compact_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often the writer merges a day's small Parquet files"
+    )

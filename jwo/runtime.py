@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import uvicorn
 from aiobotocore.config import AioConfig
@@ -39,8 +40,9 @@ from ingest.ports import RowsRejectedError
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
 from jwo.loops import BackgroundLoop
 from jwo.settings import Settings
+from warehouse.compact import compact_table
 from warehouse.duck_writer import WarehouseDb
-from warehouse.errors import TerminalWarehouseError
+from warehouse.errors import TerminalWarehouseError, WarehouseError
 from warehouse.lake import LakeWriter, janitor
 
 log = logging.getLogger("jwo.runtime")
@@ -230,6 +232,24 @@ async def _supervise(consumer: Consumer, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), 1.0)
 
 
+async def _compact_periodically(lake_dir: Path, every: float, stop: asyncio.Event) -> None:
+    """The writer merges small batch files (warehouse.compact); readers see the same rows throughout."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+        for table in TABLES.values():
+            try:
+                done = await asyncio.to_thread(compact_table, lake_dir, table)
+            except WarehouseError:
+                log.exception("compaction failed; the small files stay and are merged on the next run")
+                continue
+            for c in done:
+                log.info(
+                    "compacted",
+                    extra={"table": table.name, "partition": c.directory.name, "files": c.inputs, "rows": c.rows_out},
+                )
+
+
 async def _run_consumers(
     settings: Settings,
     endpoint: AwsEndpoint,
@@ -257,7 +277,10 @@ async def _run_consumers(
                 )
             ]
             ready.set_result((consumers, stop))
-            await asyncio.gather(*(_supervise(c, stop) for c in consumers))
+            await asyncio.gather(
+                *(_supervise(c, stop) for c in consumers),
+                _compact_periodically(settings.lake_dir, ing.compact_interval_seconds, stop),
+            )
     except BaseException as exc:
         if not ready.done():
             ready.set_exception(exc)

@@ -7,6 +7,7 @@ opens the file sees the same tables. The views name the lake by absolute path.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +16,7 @@ import duckdb
 
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError, WarehouseLockedError
+from warehouse.query import VANISHED_FILE_RETRIES, file_vanished
 from warehouse.views import view_sql
 
 DB_FILE_NAME = "warehouse.duckdb"
@@ -51,15 +53,24 @@ class WarehouseDb:
         Call it after publishing: a table that had no files gets an empty view, which stays empty until this
         runs again. Views over files see new files without a refresh.
         """
-        statements = [view_sql(table, self._lake_root) for table in tables]
-        self._con.execute("BEGIN TRANSACTION")
-        try:
-            for statement in statements:
-                self._con.execute(statement)
-        except BaseException:
-            self._con.execute("ROLLBACK")
-            raise
-        self._con.execute("COMMIT")
+        tables = list(tables)
+        for attempt in range(VANISHED_FILE_RETRIES + 1):
+            statements = [view_sql(table, self._lake_root) for table in tables]
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                for statement in statements:
+                    self._con.execute(statement)
+            except duckdb.Error as exc:
+                self._con.execute("ROLLBACK")
+                if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+                    time.sleep(0.02 * (attempt + 1))  # compaction replaced a file while it was listed
+                    continue
+                raise
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
+            return
 
     def close(self) -> None:
         self._con.close()

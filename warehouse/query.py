@@ -9,6 +9,7 @@ and its settings are locked.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -111,14 +112,40 @@ def _write_keywords(sql: str) -> set[str]:
     return found
 
 
+VANISHED_FILE_RETRIES = 5
+
+
+def file_vanished(exc: BaseException) -> bool:
+    """Whether a DuckDB error says a file it listed was gone when read (compaction replaced it)."""
+    text = str(exc)
+    return "No such file or directory" in text or "No files found" in text
+
+
 def run_query(lake_root: Path, sql: str, *, tables: Iterable[Table] | None = None) -> QueryResult:
-    """Run one read-only statement over the lake's views and return every row."""
-    con = open_reader(lake_root, tables=tables)
-    try:
-        check_read_only(sql, con)
-        return fetch(con, sql)
-    finally:
-        con.close()
+    """Run one read-only statement over the lake's views and return every row.
+
+    Compaction may remove a file between DuckDB listing and reading it; the query then runs again on the
+    new listing (the rows are the same, only the files changed).
+    """
+    for attempt in range(VANISHED_FILE_RETRIES + 1):
+        try:
+            con = open_reader(lake_root, tables=tables)
+        except duckdb.Error as exc:
+            if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+                time.sleep(0.02 * (attempt + 1))
+                continue
+            raise QueryError(str(exc)) from exc
+        try:
+            check_read_only(sql, con)
+            return fetch(con, sql)
+        except QueryError as exc:
+            if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+                time.sleep(0.02 * (attempt + 1))
+                continue
+            raise
+        finally:
+            con.close()
+    raise AssertionError("unreachable")
 
 
 def fetch(con: duckdb.DuckDBPyConnection, sql: str) -> QueryResult:

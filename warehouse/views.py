@@ -45,10 +45,19 @@ def empty_select_sql(table: Table) -> str:
 
 def parquet_select_sql(table: Table, glob: str) -> str:
     """The table's rows from the Parquet files matching `glob`, typed and de-duplicated on the key."""
+    return _select_sql(table, quote_literal(glob))
+
+
+def files_select_sql(table: Table, files: list[Path]) -> str:
+    """The table's rows from exactly these Parquet files, typed and de-duplicated on the key (as the view)."""
+    return _select_sql(table, "[" + ", ".join(quote_literal(f.as_posix()) for f in files) + "]")
+
+
+def _select_sql(table: Table, files_expr: str) -> str:
     projection = ",\n    ".join(
         f"CAST({quote_identifier(c.name)} AS {c.duckdb_type}) AS {quote_identifier(c.name)}" for c in table.columns
     )
-    source = f"read_parquet({quote_literal(glob)}, hive_partitioning = false, union_by_name = true)"
+    source = f"read_parquet({files_expr}, hive_partitioning = false, union_by_name = true)"
     sql = (
         f"SELECT\n    {projection}\nFROM (\n"
         f"    {_typed_nulls(table)} WHERE false\n"
