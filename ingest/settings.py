@@ -14,3 +14,6 @@ class IngestSettings(BaseModel):
     compact_interval_seconds: float = Field(
         default=60.0, gt=0, description="how often the writer merges a day's small Parquet files"
     )
+    metrics_host: str = Field(default="127.0.0.1", description="`jwo consume` serves /metrics here")
+    metrics_port: int = Field(default=9101, ge=0, le=65535, description="0 picks a free port")
+    depth_poll_seconds: float = Field(default=10.0, gt=0, description="how often queue and dead-letter depths are read")

@@ -71,6 +71,8 @@ async def _run(settings: Settings, *, connectors: bool, consumers: bool) -> None
         errors.print(f"[green]ready[/green]: {where}{pipeline.aws.endpoint.endpoint_url or settings.aws_region}")
         if pipeline.base_url:
             errors.print(f"connectors on {pipeline.base_url} (metrics at {pipeline.base_url}/metrics)")
+        if pipeline.metrics_url:
+            errors.print(f"metrics at {pipeline.metrics_url}")
         errors.print("Ctrl-C or SIGTERM stops after draining in-flight work.")
         await _until_signalled()
         errors.print("stopping: draining the outbox and the consumers ...")

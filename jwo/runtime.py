@@ -21,8 +21,8 @@ from pathlib import Path
 import uvicorn
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from fastapi import FastAPI
-from prometheus_client import Gauge
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from connectors.adapters.sqlite_outbox import SqliteOutbox
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
@@ -32,7 +32,7 @@ from connectors.directory import CachedDirectory
 from connectors.relay import Relay
 from connectors.service import ConnectorService
 from connectors.settings import ConnectorSettings
-from contracts.aws import AwsEndpoint
+from contracts.aws import AwsEndpoint, QueueRef
 from contracts.tables import TABLES
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.consumer import Consumer
@@ -119,6 +119,9 @@ class Pipeline:
     outbox: SqliteOutbox | None = None
     consumers: list[Consumer] = field(default_factory=list)
     base_url: str = ""
+    metrics_url: str = ""
+    depths: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """(visible, dead-lettered) per consumed queue, kept fresh by the consumers' loop."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def queue_depths(self) -> dict[str, tuple[int, int]]:
@@ -171,7 +174,9 @@ async def _prune(outbox: SqliteOutbox, retention: timedelta, stop: asyncio.Event
             await asyncio.wait_for(stop.wait(), 3600)
 
 
-def _consumer_gauges(metrics: Metrics, consumers: list[Consumer]) -> Callable[[], None]:
+def _consumer_gauges(
+    metrics: Metrics, consumers: list[Consumer], depths: dict[str, tuple[int, int]]
+) -> Callable[[], None]:
     consumed = Gauge("jwo_consumer_messages_consumed", "Messages landed", ["queue"], registry=metrics.registry)
     lag = Gauge("jwo_consumer_oldest_age_seconds", "Age of the oldest message in the last batch", ["queue"],
                 registry=metrics.registry)  # fmt: skip
@@ -179,8 +184,15 @@ def _consumer_gauges(metrics: Metrics, consumers: list[Consumer]) -> Callable[[]
                     registry=metrics.registry)  # fmt: skip
     failures = Gauge("jwo_consumer_write_failures", "Batches that failed to write", ["queue"],
                      registry=metrics.registry)  # fmt: skip
+    visible = Gauge("jwo_queue_visible_messages", "Messages waiting on the queue", ["queue"],
+                    registry=metrics.registry)  # fmt: skip
+    dead = Gauge("jwo_queue_dead_letters", "Messages on the queue's dead-letter queue", ["queue"],
+                 registry=metrics.registry)  # fmt: skip
 
     def refresh() -> None:
+        for queue, (waiting, dead_lettered) in depths.items():
+            visible.labels(queue).set(waiting)
+            dead.labels(queue).set(dead_lettered)
         for c in consumers:
             consumed.labels(c.source).set(c.stats.consumed)
             lag.labels(c.source).set(c.stats.oldest_age_seconds)
@@ -188,6 +200,39 @@ def _consumer_gauges(metrics: Metrics, consumers: list[Consumer]) -> Callable[[]
             failures.labels(c.source).set(c.stats.write_failures)
 
     return refresh
+
+
+async def _serve_metrics(
+    settings: Settings,
+    metrics: Metrics,
+    refresh: Callable[[], None],
+    pipeline: Pipeline,
+    tasks: list[asyncio.Task[None]],
+) -> uvicorn.Server:
+    """`/metrics` and `/healthz` for a process without connectors (`jwo consume`)."""
+    app = FastAPI(title="jwo consumer metrics", openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        refresh()
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    sock = _listen(settings.ingest.metrics_host, settings.ingest.metrics_port)
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+    while not server.started:
+        if tasks[-1].done():
+            await tasks[-1]
+            raise RuntimeError("the metrics server stopped during start-up")
+        await asyncio.sleep(0.01)
+    pipeline.metrics_url = f"http://{host}:{port}/metrics"
+    log.info("metrics listening", extra={"url": pipeline.metrics_url})
+    return server
 
 
 PUBLISH_CONFIG = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
@@ -250,11 +295,30 @@ async def _compact_periodically(lake_dir: Path, every: float, stop: asyncio.Even
                 )
 
 
+async def _watch_depths(
+    endpoint: AwsEndpoint,
+    queues: dict[str, QueueRef],
+    every: float,
+    into: dict[str, tuple[int, int]],
+    stop: asyncio.Event,
+) -> None:
+    """Keep `into` at the (visible, dead-lettered) depth of each queue, for the metrics."""
+    while not stop.is_set():
+        for name, ref in queues.items():
+            try:
+                into[name] = await queue_depths(endpoint, ref)
+            except Exception as exc:  # a metrics read must never stop the consumers
+                log.warning("could not read the depth of queue %s: %s", name, exc)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
 async def _run_consumers(
     settings: Settings,
     endpoint: AwsEndpoint,
     resources: Resources,
     sink: LakeSink,
+    depths: dict[str, tuple[int, int]],
     ready: concurrent.futures.Future[tuple[list[Consumer], asyncio.Event]],
 ) -> None:
     """The consumers' whole life, on their background loop."""
@@ -280,6 +344,9 @@ async def _run_consumers(
             await asyncio.gather(
                 *(_supervise(c, stop) for c in consumers),
                 _compact_periodically(settings.lake_dir, ing.compact_interval_seconds, stop),
+                _watch_depths(
+                    endpoint, {c.source: resources.events for c in consumers}, ing.depth_poll_seconds, depths, stop
+                ),
             )
     except BaseException as exc:
         if not ready.done():
@@ -303,6 +370,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
         tasks: list[asyncio.Task[None]] = []
         server: uvicorn.Server | None = None
         metrics = Metrics()
+        refresh_consumers = _consumer_gauges(metrics, pipeline.consumers, pipeline.depths)
         consumers_done: asyncio.Future[None] | None = None
         consumers_stop: Callable[[], None] = lambda: None  # noqa: E731
 
@@ -320,7 +388,9 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 concurrent.futures.Future()
             )
             consumers_done = asyncio.wrap_future(
-                consumer_loop.submit(_run_consumers(settings, cloud.endpoint, cloud.resources, sink, consumers_ready))
+                consumer_loop.submit(
+                    _run_consumers(settings, cloud.endpoint, cloud.resources, sink, pipeline.depths, consumers_ready)
+                )
             )
             started, consumer_stop_event = await asyncio.wrap_future(consumers_ready)
             pipeline.consumers.extend(started)
@@ -354,7 +424,6 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 relay_loop.call(relay_stop_event.set)
 
             service = ConnectorService(directory, outbox, utc_now, default_currency=cs.default_currency)
-            refresh_consumers = _consumer_gauges(metrics, pipeline.consumers)
 
             def refresh_metrics() -> None:
                 depth, age = outbox.stats(utc_now())
@@ -386,6 +455,9 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                     raise RuntimeError("the connector server stopped during start-up")
                 await asyncio.sleep(0.01)
             log.info("connectors listening", extra={"url": pipeline.base_url})
+
+        if consumers and not connectors and settings.ingest.metrics_port >= 0:
+            server = await _serve_metrics(settings, metrics, refresh_consumers, pipeline, tasks)
 
         try:
             yield pipeline
