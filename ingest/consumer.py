@@ -1,5 +1,8 @@
 """Long-polls a queue, lands messages in micro-batches, deletes only what is durably written.
 
+The same loop serves every queue; what a body means is the `decode` function it is given
+(`ingest.decode.rows_for_message` for the events queue, `ingest.eventfeed.rows_for_event` for the Event Feed).
+
 Several receives are in flight at once; a batch is written when it is full or has waited long
 enough. A message that fails is left on the queue: it comes back after its visibility timeout and
 the queue's redrive policy moves it to the dead-letter queue after 5 receives.
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ingest.decode import PoisonMessageError, rows_for_message
-from ingest.ports import QueueReceiver, Received, Rows, RowsRejectedError, TableSink
+from ingest.ports import Decode, QueueReceiver, Received, Rows, RowsRejectedError, TableSink
 
 log = logging.getLogger("jwo.ingest.consumer")
 
@@ -48,6 +51,7 @@ class Consumer:
         sink: TableSink,
         clock: Callable[[], datetime],
         *,
+        decode: Decode = rows_for_message,
         receivers: int = 4,
         batch_max: int = 1000,
         linger_seconds: float = 0.5,
@@ -58,6 +62,7 @@ class Consumer:
         self._receiver = receiver
         self._sink = sink
         self._clock = clock
+        self._decode = decode
         self._receivers = receivers
         self._batch_max = batch_max
         self._linger = linger_seconds
@@ -73,7 +78,7 @@ class Consumer:
         good: list[Received] = []
         for message in messages:
             try:
-                dedup_id, message_rows = rows_for_message(self.source, message.message_id, message.body, now)
+                dedup_id, message_rows = self._decode(self.source, message.message_id, message.body, now)
             except PoisonMessageError as exc:
                 self.stats.poison += 1
                 log.error("poison message %s (receive %d): %s", message.message_id, message.receive_count, exc)

@@ -21,7 +21,8 @@ class PoisonMessageError(ValueError):
     """A message of a known type whose payload does not fit its schema: it is retried, then dead-lettered."""
 
 
-def _unknown(source: str, message_id: str, kind: str, body: str, received_at: datetime, reason: str) -> Rows:
+def unknown_rows(source: str, message_id: str, kind: str, body: str, received_at: datetime, reason: str) -> Rows:
+    """The `unknown_events` row for a message we could not type: kept with the reason, never dropped."""
     row: dict[str, object] = {
         "source": source,
         "message_id": message_id,
@@ -38,14 +39,14 @@ def rows_for_message(source: str, queue_message_id: str, body: str, received_at:
     try:
         envelope = decode_envelope(body)
     except MessageDecodeError as exc:
-        return queue_message_id, _unknown(source, queue_message_id, "undecodable", body, received_at, str(exc))
+        return queue_message_id, unknown_rows(source, queue_message_id, "undecodable", body, received_at, str(exc))
     try:
         payload = envelope.typed_payload()
     except ValidationError as exc:
         raise PoisonMessageError(f"{envelope.type} message {envelope.message_id}: {exc}") from exc
     if payload is None:
         reason = f"unknown message type {envelope.type!r}"
-        return envelope.message_id, _unknown(source, envelope.message_id, envelope.type, body, received_at, reason)
+        return envelope.message_id, unknown_rows(source, envelope.message_id, envelope.type, body, received_at, reason)
     return envelope.message_id, payload_rows(payload)
 
 

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 Rows = dict[str, list[dict[str, object]]]
+
+Decode = Callable[[str, str, str, datetime], tuple[str, Rows]]
+"""(source, queue message id, body, received at) -> (dedup id, rows by table) for one queue message.
+
+Pure. A body it cannot type becomes an `unknown_events` row; a known type with an invalid payload raises
+`ingest.decode.PoisonMessageError` (the message stays on the queue and is dead-lettered after its receives).
+"""
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
     from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
-EVENTFEED_DETAIL_TYPES = ("CART", "PAYMENT")
 EMBEDDED_REGION = "us-east-1"
 EMBEDDED_CREDENTIAL = "testing"
 _DLQ_RETENTION_SECONDS = 14 * 24 * 3600  # the maximum, so a dead letter outlives its source message
@@ -73,7 +72,9 @@ class ResourceNames(BaseModel):
         return f"{queue}{self.dlq_suffix}"
 
     def event_pattern(self) -> dict[str, list[str]]:
-        return {"source": [self.event_source], "detail-type": list(EVENTFEED_DETAIL_TYPES)}
+        """Every event of the feed's source: CART and PAYMENT, and any detail-type Amazon adds later,
+        which ingest records in `unknown_events` instead of the rule dropping it (SPEC §3.2)."""
+        return {"source": [self.event_source]}
 
 
 class Resources(BaseModel):
@@ -402,7 +403,7 @@ async def provision(endpoint: AwsEndpoint, names: ResourceNames) -> Resources:
                 EventBusName=names.event_bus,
                 EventPattern=json.dumps(names.event_pattern()),
                 State="ENABLED",
-                Description="Amazon JWO Event Feed (CART, PAYMENT) to the eventfeed queue",
+                Description="Amazon JWO Event Feed (CART, PAYMENT, anything new) to the eventfeed queue",
             )
         )["RuleArn"]
 

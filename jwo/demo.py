@@ -23,9 +23,10 @@ from connectors.imports import import_catalog_file, import_shoppers_file
 from jwo.runtime import running
 from jwo.settings import Settings
 from simulator.driver import RunReport, run_scenario
+from simulator.eventfeed import FeedConfig, build_feed, play_feed
 from simulator.files import write_retailer_files
 from simulator.scenario import ScenarioConfig, build_scenario
-from simulator.truth import AnswerKey, build_answer_key
+from simulator.truth import build_answer_key
 from warehouse.errors import WarehouseError
 from warehouse.query import run_query
 
@@ -66,9 +67,8 @@ def count_rows(settings: Settings, tables: list[str]) -> dict[str, int]:
     return counts
 
 
-async def wait_for_tables(settings: Settings, key: AnswerKey, within: float) -> list[TableCheck]:
+async def wait_for_tables(settings: Settings, expected: dict[str, int], within: float) -> list[TableCheck]:
     """Poll the warehouse until every table holds its expected row count (or time runs out)."""
-    expected = key.tables.model_dump()
     deadline = time.monotonic() + within
     while True:
         landed = await asyncio.to_thread(count_rows, settings, list(expected))
@@ -87,6 +87,8 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
 
     scenario = build_scenario(ScenarioConfig(seed=seed, shoppers=shoppers, stores=stores))
     key = build_answer_key(scenario)
+    feed = build_feed(scenario, key, FeedConfig(seed=seed))
+    expected = key.tables.model_dump() | feed.key.table_counts()
     files = write_retailer_files(scenario, demo.home / "retailer-files")
     store = SqliteRetailerStore(demo.retailer_db)
     try:
@@ -97,6 +99,10 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
     console.print(
         f"scenario seed {seed}: {len(scenario.shoppers)} shoppers in {len(scenario.stores)} stores, "
         f"{len(scenario.requests)} requests; imported {loaded_shoppers} shoppers and {loaded_items} catalog items"
+    )
+    console.print(
+        f"event feed: {feed.key.events} events in {feed.key.deliveries} deliveries "
+        f"({feed.key.duplicates} duplicates, {feed.key.malformed} malformed)"
     )
 
     async with running(demo, connectors=True, consumers=True) as pipeline:
@@ -113,13 +119,23 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
             report = await run_scenario(
                 pipeline.base_url, scenario, progress=lambda n: progress.update(task, completed=n)
             )
+            progress.add_task("Amazon's Event Feed (EventBridge)", total=None)
+            resources = pipeline.aws.resources
+            played = await play_feed(pipeline.aws.endpoint, resources.event_bus_name, resources.eventfeed.url, feed)
             progress.add_task("landing in the warehouse", total=None)
-            checks = await wait_for_tables(demo, key, LAND_WITHIN_SECONDS)
+            checks = await wait_for_tables(demo, expected, LAND_WITHIN_SECONDS)
         dead = await pipeline.queue_depths()
 
     elapsed = time.monotonic() - started
     _print_summary(console, report, checks, dead, elapsed, demo)
-    ok = not report.mismatches and all(check.ok for check in checks) and all(d == 0 for _, d in dead.values())
+    if played.failures:
+        console.print(f"[red]the event bus refused {len(played.failures)} events[/red]: {played.failures[0]}")
+    ok = (
+        not report.mismatches
+        and not played.failures
+        and all(check.ok for check in checks)
+        and all(d == 0 for _, d in dead.values())
+    )
     console.print("[green]demo passed[/green]" if ok else "[red]demo FAILED[/red]")
     return 0 if ok else 1
 

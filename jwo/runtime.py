@@ -12,6 +12,7 @@ import concurrent.futures
 import contextlib
 import logging
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from contracts.aws import AwsEndpoint, QueueRef
 from contracts.tables import TABLES
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.consumer import Consumer
+from ingest.decode import rows_for_message
+from ingest.eventfeed import rows_for_event
 from ingest.ports import RowsRejectedError
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
 from jwo.loops import BackgroundLoop
@@ -59,6 +62,7 @@ class LakeSink:
         self._writer = writer
         self._db = db
         self._with_files: set[str] = set()
+        self._views = threading.Lock()  # several consumers write at once; one DuckDB connection
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         batch = {TABLES[name]: table_rows for name, table_rows in rows.items() if table_rows}
@@ -66,10 +70,11 @@ class LakeSink:
             self._writer.write_tables(batch, batch_id)
         except TerminalWarehouseError as exc:
             raise RowsRejectedError(str(exc)) from exc
-        fresh = [table for table in batch if table.name not in self._with_files]
-        self._with_files.update(table.name for table in fresh)
-        if fresh and self._db is not None:
-            self._db.refresh_views(fresh)
+        with self._views:
+            fresh = [table for table in batch if table.name not in self._with_files]
+            self._with_files.update(table.name for table in fresh)
+            if fresh and self._db is not None:
+                self._db.refresh_views(fresh)
 
 
 @dataclass
@@ -126,20 +131,22 @@ class Pipeline:
 
     async def queue_depths(self) -> dict[str, tuple[int, int]]:
         """(visible, dead-lettered) messages per queue."""
-        refs = {"events": self.aws.resources.events}
+        refs = {"events": self.aws.resources.events, "eventfeed": self.aws.resources.eventfeed}
         return {name: await queue_depths(self.aws.endpoint, ref) for name, ref in refs.items()}
 
     async def in_queue(self) -> int:
-        """Messages on the events queue, visible or being processed."""
+        """Messages on the consumed queues, visible or being processed."""
+        total = 0
         async with get_session().create_client("sqs", **self.aws.endpoint.client_kwargs()) as sqs:
-            attrs = await sqs.get_queue_attributes(
-                QueueUrl=self.aws.resources.events.url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )
-        values = attrs.get("Attributes", {})
-        return int(values.get("ApproximateNumberOfMessages", 0)) + int(
-            values.get("ApproximateNumberOfMessagesNotVisible", 0)
-        )
+            for ref in (self.aws.resources.events, self.aws.resources.eventfeed):
+                attrs = await sqs.get_queue_attributes(
+                    QueueUrl=ref.url,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )
+                values = attrs.get("Attributes", {})
+                total += int(values.get("ApproximateNumberOfMessages", 0))
+                total += int(values.get("ApproximateNumberOfMessagesNotVisible", 0))
+        return total
 
     async def settle(self, within: float) -> bool:
         """Wait until the outbox is drained and the consumers emptied the queue (embedded shutdown:
@@ -326,26 +333,32 @@ async def _run_consumers(
         stop = asyncio.Event()
         ing = settings.ingest
         config = _receive_config(ing.wait_seconds)
+        queues = {  # consumer source (the queue name) -> (queue, what its bodies mean)
+            settings.resources.events_queue: (resources.events, rows_for_message),
+            settings.resources.eventfeed_queue: (resources.eventfeed, rows_for_event),
+        }
         async with get_session().create_client("sqs", config=config, **endpoint.client_kwargs()) as sqs:
             consumers = [
                 Consumer(
-                    settings.resources.events_queue,
-                    SqsReceiver(sqs, resources.events.url),
+                    source,
+                    SqsReceiver(sqs, ref.url),
                     sink,
                     utc_now,
+                    decode=decode,
                     receivers=ing.receivers,
                     batch_max=ing.batch_max,
                     linger_seconds=ing.linger_seconds,
                     wait_seconds=ing.wait_seconds,
                     visibility_extension=ing.visibility_extension_seconds,
                 )
+                for source, (ref, decode) in queues.items()
             ]
             ready.set_result((consumers, stop))
             await asyncio.gather(
                 *(_supervise(c, stop) for c in consumers),
                 _compact_periodically(settings.lake_dir, ing.compact_interval_seconds, stop),
                 _watch_depths(
-                    endpoint, {c.source: resources.events for c in consumers}, ing.depth_poll_seconds, depths, stop
+                    endpoint, {name: ref for name, (ref, _) in queues.items()}, ing.depth_poll_seconds, depths, stop
                 ),
             )
     except BaseException as exc:
@@ -470,7 +483,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             if relay_done is not None:
                 await asyncio.gather(relay_done, return_exceptions=True)
             if cloud.embedded is not None and pipeline.consumers and not await pipeline.settle(within=30.0):
-                log.warning("the embedded events queue still held messages at shutdown")
+                log.warning("the embedded queues still held messages at shutdown")
             consumers_stop()
             if consumers_done is not None:
                 await asyncio.gather(consumers_done, return_exceptions=True)
