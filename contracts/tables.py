@@ -66,6 +66,15 @@ class Table:
     key: tuple[str, ...]
     partition_by: str
     doc: str = ""
+    latest_by: tuple[str, ...] = ()
+    """Columns that decide which of two rows with the same key wins, newest (largest) first, before the
+    deterministic tie-break on the other columns. Empty: the row that sorts first on the non-key columns wins."""
+
+    def __post_init__(self) -> None:
+        names = {c.name for c in self.columns}
+        unknown = [n for n in (*self.key, self.partition_by, *self.latest_by) if n not in names]
+        if unknown:
+            raise ValueError(f"table {self.name} names unknown columns: {', '.join(unknown)}")
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -239,6 +248,69 @@ UNKNOWN_EVENTS = Table(
     doc="Messages we could not type; kept, never dropped.",
 )
 
+INTRADAY_ORDER_LINES = Table(
+    "intraday_order_lines",
+    (
+        _c("order_id", S, "Amazon's order id"),
+        _c("shopping_trip_id", S, "Amazon's shopping trip id, as in purchases"),
+        _c("store_id", S),
+        _c("order_time", T, "when the order was placed (partition column)"),
+        _c("last_updated", T, "when Amazon last changed this line; the newest version wins"),
+        _c("line_item_id", S, "Amazon's line item id, unique within the trip"),
+        _c("merchant_sku", S, "our SKU as Amazon reports it"),
+        _c("item_name", S),
+        _c("quantity", Q, "units, or kg for weighed goods"),
+        _c("unit_price", M),
+        _c("list_price", M),
+        _c("promotion_amount", M),
+        _c("tax_amount", M),
+        _c("line_total", M),
+        _c("currency", S),
+        _c("payment_status", S, "as reported (pending, settled, ...)"),
+        _c("card_brand", S),
+        _c("card_last_four", S, "the card's last four digits as reported"),
+        _c("reconciliation_id", S, "Amazon's reconciliationId"),
+        _c("source_key", S, "the report file this version came from (s3://bucket/key, or a local path)"),
+        _c("file_published_at", T, "when that file was published (S3 event time); breaks last_updated ties"),
+    ),
+    key=("shopping_trip_id", "line_item_id"),
+    partition_by="order_time",
+    doc="The latest version of every order line of the Intra-Day S3 reports (SPEC §3.1).",
+    latest_by=("last_updated", "file_published_at"),
+)
+
+QUARANTINE = Table(
+    "quarantine",
+    (
+        _c("source_key", S, "the report file (s3://bucket/key, or a local path)"),
+        _c("etag", S, "the file version's ETag (a file re-published under the same key has a new one)"),
+        _c("line_no", N, "1-based physical line in the file where the row starts (the header is line 1)"),
+        _c("reason", S, "what was wrong: bad number, bad date, missing key, wrong field count"),
+        _c("raw", S, "the row's text as it was in the file"),
+        _c("quarantined_at", T, "when the file was applied"),
+    ),
+    key=("source_key", "etag", "line_no"),
+    partition_by="quarantined_at",
+    doc="One row per report row that could not be loaded; the rest of its file loads.",
+)
+
+INTRADAY_FILES = Table(
+    "intraday_files",
+    (
+        _c("bucket", S, "S3 bucket ('' for a local file)"),
+        _c("key", S, "S3 key, or the local file's path"),
+        _c("etag", S, "S3 ETag without quotes (a local file: the SHA-256 of its content)"),
+        _c("published_at", T, "when the file was published (S3 event time, LastModified, or file mtime)"),
+        _c("rows", N, "data rows in the file"),
+        _c("quarantined", N, "of which quarantined"),
+        _c("content_sha256", S, "SHA-256 of the file as stored (its name in the lake's _landing folder)"),
+        _c("applied_at", T, "when the file was applied"),
+    ),
+    key=("bucket", "key", "etag"),
+    partition_by="published_at",
+    doc="The ledger of applied report files: one row per file version, written in the same batch as its rows.",
+)
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -250,5 +322,13 @@ TABLES: dict[str, Table] = {
         CART_EVENTS,
         PAYMENT_EVENTS,
         UNKNOWN_EVENTS,
+        INTRADAY_ORDER_LINES,
+        QUARANTINE,
+        INTRADAY_FILES,
     )
 }
+
+# Reconciliation's tables live in their own module; registered here so TABLES holds every table.
+from contracts.reconcile_tables import RECONCILE_TABLES  # noqa: E402
+
+TABLES.update((t.name, t) for t in RECONCILE_TABLES)

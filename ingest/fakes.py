@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import time
 import uuid
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ingest.ports import Received, RowsRejectedError
+from ingest.ports import ObjectSupersededError, Received, RowsRejectedError, StoredObject
 
 
 @dataclass
@@ -164,3 +165,43 @@ class RecordingSink:
 
     def rows(self, table: str) -> list[dict[str, object]]:
         return [row for written, _ in self.writes for row in written.get(table, [])]
+
+
+class MemoryReportStore:
+    """A ReportStore holding objects in memory; `fail_gets` makes the next reads raise a transient error."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], StoredObject] = {}
+        self.gets = 0
+        self.fail_gets = 0
+
+    def put(self, bucket: str, key: str, content: bytes, last_modified: datetime | None = None) -> str:
+        etag = hashlib.md5(content, usedforsecurity=False).hexdigest()
+        self.objects[(bucket, key)] = StoredObject(content, etag, last_modified)
+        return etag
+
+    async def get(self, bucket: str, key: str, etag: str | None = None) -> StoredObject:
+        await asyncio.sleep(0)
+        self.gets += 1
+        if self.fail_gets:
+            self.fail_gets -= 1
+            raise ConnectionError("fake S3: GetObject failed")
+        stored = self.objects.get((bucket, key))
+        if stored is None:
+            raise KeyError(f"fake S3: no object s3://{bucket}/{key}")
+        if etag and stored.etag != etag:
+            raise ObjectSupersededError(f"s3://{bucket}/{key} no longer has ETag {etag}")
+        return stored
+
+    async def list(self, bucket: str, prefix: str) -> list[str]:
+        return sorted(k for b, k in self.objects if b == bucket and k.startswith(prefix))
+
+
+class MemoryLanding:
+    """A RawLanding keeping the bytes by their SHA-256."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+
+    def keep(self, content: bytes, sha256: str) -> None:
+        self.files[sha256] = content

@@ -46,3 +46,32 @@ class TableSink(Protocol):
     """
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """A report file as read from its store: its bytes, its ETag (no quotes) and when it was last modified."""
+
+    content: bytes
+    etag: str
+    last_modified: datetime | None
+
+
+class ObjectSupersededError(Exception):
+    """The object under this key no longer has the ETag asked for: a newer version replaced it (and has its
+    own notification), so this version cannot be read any more."""
+
+
+class ReportStore(Protocol):
+    """Where Amazon's report files are (S3). `get` raises ObjectSupersededError when `etag` is given and the
+    object has another one now; any other exception is transient (the message is retried)."""
+
+    async def get(self, bucket: str, key: str, etag: str | None = None) -> StoredObject: ...
+
+    async def list(self, bucket: str, prefix: str) -> list[str]: ...
+
+
+class RawLanding(Protocol):
+    """Keeps a file's raw bytes, content-addressed, so a day can be replayed. Durable when `keep` returns."""
+
+    def keep(self, content: bytes, sha256: str) -> None: ...

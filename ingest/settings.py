@@ -4,6 +4,39 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+REPORT_COLUMNS: tuple[str, ...] = (
+    "order_id",
+    "shopping_trip_id",
+    "store_id",
+    "order_time",
+    "last_updated",
+    "line_item_id",
+    "merchant_sku",
+    "item_name",
+    "quantity",
+    "unit_price",
+    "list_price",
+    "promotion_amount",
+    "tax_amount",
+    "line_total",
+    "currency",
+    "payment_status",
+    "card_brand",
+    "card_last_four",
+    "reconciliation_id",
+)
+"""The Intra-Day report's working layout (SPEC §3.1); each is also the warehouse column's name."""
+
+
+class IntradaySettings(BaseModel):
+    """How an Intra-Day report file maps to `intraday_order_lines` (env `JWO_INGEST__INTRADAY__<FIELD>`)."""
+
+    columns: dict[str, str] = Field(
+        default_factory=lambda: {name: name for name in REPORT_COLUMNS},
+        description="report column name -> warehouse column (names compared case-insensitively, trimmed)",
+    )
+    keep_raw_files: bool = Field(default=True, description="keep every file's bytes in lake/_landing/<sha256>")
+
 
 class IngestSettings(BaseModel):
     receivers: int = Field(default=4, ge=1, description="receive calls in flight per queue")
@@ -17,3 +50,4 @@ class IngestSettings(BaseModel):
     metrics_host: str = Field(default="127.0.0.1", description="`jwo consume` serves /metrics here")
     metrics_port: int = Field(default=9101, ge=0, le=65535, description="0 picks a free port")
     depth_poll_seconds: float = Field(default=10.0, gt=0, description="how often queue and dead-letter depths are read")
+    intraday: IntradaySettings = Field(default_factory=IntradaySettings)

@@ -13,16 +13,20 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table as RichTable
 
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from connectors.errors import ImportFileError
 from connectors.imports import import_catalog_file, import_shoppers_file, parse_shoppers
 from connectors.ports import Shopper
+from ingest.intraday import ReportFileError
 from jwo import logs
-from jwo.runtime import running
+from jwo.intraday import build_applier, ingest_sources
+from jwo.runtime import LakeSink, running
 from jwo.settings import Settings
 from warehouse.errors import WarehouseError
+from warehouse.lake import LakeWriter
 from warehouse.query import run_query
 from warehouse.render import render
 
@@ -31,6 +35,8 @@ shoppers_app = typer.Typer(help="The identity store: who may enter.", no_args_is
 catalog_app = typer.Typer(help="The catalog the Ordering Connector prices carts with.", no_args_is_help=True)
 app.add_typer(shoppers_app, name="shoppers")
 app.add_typer(catalog_app, name="catalog")
+ingest_app = typer.Typer(help="Load files into the warehouse by hand (backfills, re-runs).", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
 
 console = Console()
 errors = Console(stderr=True)
@@ -246,3 +252,38 @@ def catalog_import(file: FileArg) -> None:
         except ImportFileError as exc:
             raise _fail(str(exc)) from None
     console.print(f"imported {count} catalog item(s) from {file}")
+
+
+# --- ingest ------------------------------------------------------------------------------------
+
+
+@ingest_app.command("intraday")
+def ingest_intraday(
+    sources: Annotated[list[str], typer.Argument(help="report files, folders of them, or s3://bucket/prefix")],
+) -> None:
+    """Apply Intra-Day report files (each file version once; rows upserted latest-wins; bad rows quarantined)."""
+    settings = _settings()
+    applier = build_applier(settings.ingest, settings.lake_dir, LakeSink(LakeWriter(settings.lake_dir), None))
+    endpoint = None if settings.embedded else settings.endpoint()
+    if endpoint is None and any(s.startswith("s3://") for s in sources):
+        raise _fail("an s3:// source needs AWS (set JWO_AWS_MODE=aws or JWO_AWS_ENDPOINT_URL)")
+    with Progress(console=errors, transient=True) as progress:
+        task = progress.add_task("intraday files", total=None)
+        try:
+            stats = asyncio.run(
+                ingest_sources(
+                    applier, sources, endpoint, lambda done, total: progress.update(task, completed=done, total=total)
+                )
+            )
+        except (ReportFileError, WarehouseError, OSError) as exc:
+            raise _fail(str(exc)) from None
+    table = RichTable(title="Intra-Day reports", show_header=False)
+    for label, value in (
+        ("files applied", stats.files_applied),
+        ("skipped as already applied", stats.files_skipped),
+        ("rows in", stats.rows_in),
+        ("rows upserted", stats.rows_upserted),
+        ("rows quarantined", stats.rows_quarantined),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)

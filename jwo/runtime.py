@@ -40,7 +40,9 @@ from ingest.consumer import Consumer
 from ingest.decode import rows_for_message
 from ingest.eventfeed import rows_for_event
 from ingest.ports import RowsRejectedError
+from ingest.reports import ReportConsumer
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
+from jwo.intraday import run_reports_consumer
 from jwo.loops import BackgroundLoop
 from jwo.settings import Settings
 from warehouse.compact import compact_table
@@ -125,20 +127,22 @@ class Pipeline:
     consumers: list[Consumer] = field(default_factory=list)
     base_url: str = ""
     metrics_url: str = ""
+    reports: list[ReportConsumer] = field(default_factory=list)
     depths: dict[str, tuple[int, int]] = field(default_factory=dict)
     """(visible, dead-lettered) per consumed queue, kept fresh by the consumers' loop."""
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def queue_depths(self) -> dict[str, tuple[int, int]]:
         """(visible, dead-lettered) messages per queue."""
-        refs = {"events": self.aws.resources.events, "eventfeed": self.aws.resources.eventfeed}
+        r = self.aws.resources
+        refs = {"events": r.events, "eventfeed": r.eventfeed, "reports": r.reports}
         return {name: await queue_depths(self.aws.endpoint, ref) for name, ref in refs.items()}
 
     async def in_queue(self) -> int:
         """Messages on the consumed queues, visible or being processed."""
         total = 0
         async with get_session().create_client("sqs", **self.aws.endpoint.client_kwargs()) as sqs:
-            for ref in (self.aws.resources.events, self.aws.resources.eventfeed):
+            for ref in (self.aws.resources.events, self.aws.resources.eventfeed, self.aws.resources.reports):
                 attrs = await sqs.get_queue_attributes(
                     QueueUrl=ref.url,
                     AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -182,7 +186,7 @@ async def _prune(outbox: SqliteOutbox, retention: timedelta, stop: asyncio.Event
 
 
 def _consumer_gauges(
-    metrics: Metrics, consumers: list[Consumer], depths: dict[str, tuple[int, int]]
+    metrics: Metrics, consumers: list[Consumer], depths: dict[str, tuple[int, int]], reports: list[ReportConsumer]
 ) -> Callable[[], None]:
     consumed = Gauge("jwo_consumer_messages_consumed", "Messages landed", ["queue"], registry=metrics.registry)
     lag = Gauge("jwo_consumer_oldest_age_seconds", "Age of the oldest message in the last batch", ["queue"],
@@ -196,7 +200,19 @@ def _consumer_gauges(
     dead = Gauge("jwo_queue_dead_letters", "Messages on the queue's dead-letter queue", ["queue"],
                  registry=metrics.registry)  # fmt: skip
 
+    report_files = Gauge("jwo_intraday_files", "Intra-Day report files since start", ["outcome"],
+                         registry=metrics.registry)  # fmt: skip
+    report_rows = Gauge("jwo_intraday_rows", "Intra-Day report rows since start", ["kind"], registry=metrics.registry)
+
     def refresh() -> None:
+        for r in reports:
+            stats = r.stats
+            report_files.labels("applied").set(stats.files_applied)
+            report_files.labels("skipped").set(stats.files_skipped)
+            report_files.labels("failed").set(stats.failures)
+            report_rows.labels("in").set(stats.rows_in)
+            report_rows.labels("upserted").set(stats.rows_upserted)
+            report_rows.labels("quarantined").set(stats.rows_quarantined)
         for queue, (waiting, dead_lettered) in depths.items():
             visible.labels(queue).set(waiting)
             dead.labels(queue).set(dead_lettered)
@@ -320,12 +336,34 @@ async def _watch_depths(
             await asyncio.wait_for(stop.wait(), every)
 
 
+async def _supervise_reports(
+    settings: Settings,
+    endpoint: AwsEndpoint,
+    resources: Resources,
+    sink: LakeSink,
+    reports: list[ReportConsumer],
+    stop: asyncio.Event,
+) -> None:
+    """The Intra-Day reports consumer (S3 notifications → files → intraday_order_lines); restarted if it crashes."""
+    while not stop.is_set():
+        try:
+            await run_reports_consumer(
+                settings.ingest, settings.lake_dir, endpoint, settings.resources.reports_queue,
+                resources.reports.url, sink, stop, started=reports.append,
+            )  # fmt: skip
+        except Exception:
+            log.exception("reports consumer crashed; restarting in 1 s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+
 async def _run_consumers(
     settings: Settings,
     endpoint: AwsEndpoint,
     resources: Resources,
     sink: LakeSink,
     depths: dict[str, tuple[int, int]],
+    reports: list[ReportConsumer],
     ready: concurrent.futures.Future[tuple[list[Consumer], asyncio.Event]],
 ) -> None:
     """The consumers' whole life, on their background loop."""
@@ -358,8 +396,14 @@ async def _run_consumers(
                 *(_supervise(c, stop) for c in consumers),
                 _compact_periodically(settings.lake_dir, ing.compact_interval_seconds, stop),
                 _watch_depths(
-                    endpoint, {name: ref for name, (ref, _) in queues.items()}, ing.depth_poll_seconds, depths, stop
+                    endpoint,
+                    {name: ref for name, (ref, _) in queues.items()}
+                    | {settings.resources.reports_queue: resources.reports},
+                    ing.depth_poll_seconds,
+                    depths,
+                    stop,
                 ),
+                _supervise_reports(settings, endpoint, resources, sink, reports, stop),
             )
     except BaseException as exc:
         if not ready.done():
@@ -383,7 +427,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
         tasks: list[asyncio.Task[None]] = []
         server: uvicorn.Server | None = None
         metrics = Metrics()
-        refresh_consumers = _consumer_gauges(metrics, pipeline.consumers, pipeline.depths)
+        refresh_consumers = _consumer_gauges(metrics, pipeline.consumers, pipeline.depths, pipeline.reports)
         consumers_done: asyncio.Future[None] | None = None
         consumers_stop: Callable[[], None] = lambda: None  # noqa: E731
 
@@ -402,7 +446,15 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             )
             consumers_done = asyncio.wrap_future(
                 consumer_loop.submit(
-                    _run_consumers(settings, cloud.endpoint, cloud.resources, sink, pipeline.depths, consumers_ready)
+                    _run_consumers(
+                        settings,
+                        cloud.endpoint,
+                        cloud.resources,
+                        sink,
+                        pipeline.depths,
+                        pipeline.reports,
+                        consumers_ready,
+                    )
                 )
             )
             started, consumer_stop_event = await asyncio.wrap_future(consumers_ready)

@@ -2,8 +2,9 @@
 
 A view reads every published file of its table, casts each column to the type in `contracts.tables`, and keeps
 one row per key, so a batch written twice, or two batches that share a key, never show a row twice. When two
-rows share a key, the one that sorts first on the non-key columns (in schema order, nulls last) wins: the
-choice depends on the rows only, never on file order. Columns that older files lack read as null.
+rows share a key, a table with `latest_by` keeps the one with the largest values there (newest first, nulls
+last); otherwise, or on a tie, the one that sorts first on the other non-key columns (in schema order, nulls
+last) wins: the choice depends on the rows only, never on file order. Columns that older files lack read as null.
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ def _typed_nulls(table: Table) -> str:
 
 def _first_per_key(table: Table) -> str:
     partition = ", ".join(quote_identifier(name) for name in table.key)
-    order = ", ".join(f"{quote_identifier(c.name)} ASC NULLS LAST" for c in table.columns if c.name not in table.key)
+    newest = [f"{quote_identifier(name)} DESC NULLS LAST" for name in table.latest_by]
+    rest = [
+        f"{quote_identifier(c.name)} ASC NULLS LAST"
+        for c in table.columns
+        if c.name not in table.key and c.name not in table.latest_by
+    ]
+    order = ", ".join(newest + rest)
     window = f"PARTITION BY {partition}" + (f" ORDER BY {order}" if order else "")
     return f"row_number() OVER ({window})"

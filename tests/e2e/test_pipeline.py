@@ -182,7 +182,7 @@ def test_one_request_to_each_route_lands_in_the_warehouse(tmp_path: Path) -> Non
             expected = {"auth_events": 3, "purchases": 1, "purchase_lines": 3, "bad_carts": 1, "cancel_charges": 0}
             landed = await wait_for_counts(settings.lake_dir, expected, within=20)
             depths = await pipeline.queue_depths()
-        assert depths == {"events": (0, 0), "eventfeed": (0, 0)}
+        assert depths == {"events": (0, 0), "eventfeed": (0, 0), "reports": (0, 0)}
         return landed
 
     assert asyncio.run(scenario()) == {
@@ -237,7 +237,7 @@ def test_a_simulated_day_answers_every_request_right_and_lands_what_the_answer_k
 
     assert mismatches == []
     assert landed == expected
-    assert depths == {"events": (0, 0), "eventfeed": (0, 0)}
+    assert depths == {"events": (0, 0), "eventfeed": (0, 0), "reports": (0, 0)}
     totals = run_query(settings.lake_dir, "select shopping_trip_id, total from purchases").rows
     assert dict(totals) == {trip.shopping_trip_id: trip.total for trip in key.trips}
     assert count(settings.lake_dir, "unknown_events") == 0

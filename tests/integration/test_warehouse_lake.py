@@ -132,7 +132,12 @@ def test_a_table_without_files_is_an_empty_view_with_the_contract_types(tmp_path
 
 def minimal_row(table: Table) -> Row:
     """The key and the partition time filled in, everything else missing."""
-    key_values = {Kind.STRING: "k", Kind.INT: 1}
+    key_values = {
+        Kind.STRING: "k",
+        Kind.INT: 1,
+        Kind.TIMESTAMP: datetime(2024, 5, 1, 12, tzinfo=UTC),
+        Kind.DATE: date(2024, 5, 1),
+    }
     row: dict[str, object] = {name: key_values[table.column(name).kind] for name in table.key}
     row[table.partition_by] = datetime(2024, 5, 1, 12, tzinfo=UTC)
     return row

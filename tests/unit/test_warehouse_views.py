@@ -117,3 +117,20 @@ def test_several_statements_at_once_are_refused(con: duckdb.DuckDBPyConnection) 
 def test_text_that_is_not_sql_is_a_query_error(con: duckdb.DuckDBPyConnection) -> None:
     with pytest.raises(QueryError, match="not valid SQL"):
         check_read_only("selec 1", con)
+
+
+def test_a_table_with_latest_by_keeps_the_newest_row_then_the_deterministic_tie_break() -> None:
+    from contracts.tables import INTRADAY_ORDER_LINES
+
+    qualify = view_sql(INTRADAY_ORDER_LINES, Path("/lake"), has_files=True).split("QUALIFY", 1)[1]
+
+    assert 'ORDER BY "last_updated" DESC NULLS LAST, "file_published_at" DESC NULLS LAST, "order_id" ASC' in qualify
+    assert '"last_updated" ASC' not in qualify
+
+
+def test_tables_without_latest_by_keep_the_row_that_sorts_first() -> None:
+    from contracts.tables import TABLES
+
+    for name in ("auth_events", "purchases", "purchase_lines", "cart_events", "payment_events", "unknown_events"):
+        assert TABLES[name].latest_by == ()
+        assert " DESC" not in view_sql(TABLES[name], Path("/lake"), has_files=True)
