@@ -25,6 +25,7 @@ from jwo.settings import Settings
 from simulator.driver import RunReport, run_scenario
 from simulator.eventfeed import FeedConfig, build_feed, play_feed
 from simulator.files import write_retailer_files
+from simulator.intraday import IntradayConfig, build_day, publish_day
 from simulator.scenario import ScenarioConfig, build_scenario
 from simulator.truth import build_answer_key
 from warehouse.errors import WarehouseError
@@ -88,7 +89,16 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
     scenario = build_scenario(ScenarioConfig(seed=seed, shoppers=shoppers, stores=stores))
     key = build_answer_key(scenario)
     feed = build_feed(scenario, key, FeedConfig(seed=seed))
-    expected = key.tables.model_dump() | feed.key.table_counts()
+    reports = build_day(IntradayConfig(seed=seed))
+    expected = (
+        key.tables.model_dump()
+        | feed.key.table_counts()
+        | {
+            "intraday_order_lines": len(reports.expected_lines),
+            "quarantine": reports.expected_quarantined,
+            "intraday_files": len(reports.files),
+        }
+    )
     files = write_retailer_files(scenario, demo.home / "retailer-files")
     store = SqliteRetailerStore(demo.retailer_db)
     try:
@@ -102,7 +112,8 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
     )
     console.print(
         f"event feed: {feed.key.events} events in {feed.key.deliveries} deliveries "
-        f"({feed.key.duplicates} duplicates, {feed.key.malformed} malformed)"
+        f"({feed.key.duplicates} duplicates, {feed.key.malformed} malformed); "
+        f"intra-day reports: {len(reports.files)} files, {len(reports.deliveries)} notifications"
     )
 
     async with running(demo, connectors=True, consumers=True) as pipeline:
@@ -122,6 +133,8 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
             progress.add_task("Amazon's Event Feed (EventBridge)", total=None)
             resources = pipeline.aws.resources
             played = await play_feed(pipeline.aws.endpoint, resources.event_bus_name, resources.eventfeed.url, feed)
+            progress.add_task("Amazon's Intra-Day reports (S3 → SNS → SQS)", total=None)
+            await publish_day(pipeline.aws.endpoint, resources.reports_bucket, resources.reports_topic_arn, reports)
             progress.add_task("landing in the warehouse", total=None)
             checks = await wait_for_tables(demo, expected, LAND_WITHIN_SECONDS)
         dead = await pipeline.queue_depths()
