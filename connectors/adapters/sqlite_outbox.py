@@ -61,16 +61,27 @@ class _Work:
     records: Sequence[OutboxRecord]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[StoredResponse]
+    timer: asyncio.TimerHandle
     queued_at: float = field(default_factory=time.monotonic)
 
 
-def _settle(future: asyncio.Future[StoredResponse], result: StoredResponse | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _expire(future: asyncio.Future[StoredResponse], timeout: float) -> None:
+    """The commit was not confirmed in time: the request answers 500 (the write may still land later)."""
+    if not future.done():
+        future.set_exception(OutboxUnavailableError(f"the outbox did not confirm the write within {timeout:.2f}s"))
+
+
+def _settle_all(settled: list[tuple[_Work, StoredResponse | BaseException]]) -> None:
+    """Complete a group's futures on their loop: one wake-up per group and loop, not one per request."""
+    for work, result in settled:
+        work.timer.cancel()
+        future = work.future
+        if future.done():
+            continue
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
 
 
 class SqliteOutbox:
@@ -125,13 +136,9 @@ class SqliteOutbox:
     ) -> StoredResponse:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoredResponse] = loop.create_future()
-        self._work.put(_Work(route, key, response, records, loop, future))
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), self._commit_timeout)
-        except TimeoutError:
-            raise OutboxUnavailableError(
-                f"the outbox did not confirm the write within {self._commit_timeout:.2f}s"
-            ) from None
+        timer = loop.call_later(self._commit_timeout, _expire, future, self._commit_timeout)
+        self._work.put(_Work(route, key, response, records, loop, future, timer))
+        return await future
 
     def _write_loop(self) -> None:
         while True:
@@ -171,11 +178,14 @@ class SqliteOutbox:
             self._remember(group, results, now)
             if self._on_commit is not None:
                 self._on_commit()
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Work, StoredResponse | BaseException]]] = {}
         for work, result in zip(group, results, strict=True):
+            by_loop.setdefault(work.loop, []).append((work, result))
+        for loop, settled in by_loop.items():
             # A caller that timed out may have had its event loop closed since: the write stands
             # (a retry finds it), and the writer thread must live on for everyone else.
             with contextlib.suppress(RuntimeError):
-                work.loop.call_soon_threadsafe(_settle, work.future, result)
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     def _remember(self, group: list[_Work], results: list[StoredResponse | BaseException], now: float) -> None:
         recent = self._recent
