@@ -14,6 +14,7 @@ from connectors.settings import ConnectorSettings
 from contracts.aws import AwsEndpoint
 from ingest.settings import IngestSettings
 from jwo.aws_resources import ResourceNames
+from reconcile.settings import ReconcileSettings
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     resources: ResourceNames = Field(default_factory=ResourceNames)
     connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -1,0 +1,56 @@
+"""What reconciliation needs from the outside: facts and its own current rows (the warehouse), somewhere to
+write its rows (the lake), and the identity store's debt list (so a debt closes the gate).
+
+Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fakes.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Literal, Protocol
+
+from contracts.tables import Table
+from reconcile.rules import Debt, Settlement, TripFacts, TripResult
+
+
+class FactsSource(Protocol):
+    """Facts about trips: purchases, payment events, cancel requests and Intra-Day report lines."""
+
+    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
+        """Trips with a fact on the UTC day `day` (purchase end time, or event time for payments without a
+        purchase), or with a fact that arrived at or after `since`; plus every trip currently pending (its
+        deadline may have passed). Neither given: every trip."""
+        ...
+
+    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]: ...
+
+    def reports_available(self) -> bool:
+        """Whether any Intra-Day report line was ever loaded (if none, reports are not checked)."""
+        ...
+
+
+class StateSource(Protocol):
+    """Reconciliation's own current rows, as the views show them (newest version per key)."""
+
+    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]: ...
+    def trips_on(self, days: Sequence[date]) -> list[TripResult]: ...
+    def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
+        """Keyed by shopping trip id; every debt when `trip_ids` is None."""
+        ...
+
+    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]: ...
+    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]: ...
+
+
+class RowSink(Protocol):
+    def write_tables(self, batch: Mapping[Table, Sequence[Mapping[str, object]]], batch_id: str) -> object:
+        """Publish the rows of several tables under one batch id; writing the same batch again changes nothing."""
+        ...
+
+
+class DebtLedger(Protocol):
+    """The identity store's debt list: an open debt for a shopper refuses them at the gate."""
+
+    def open(self, debt: Debt) -> bool: ...
+    def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool: ...
