@@ -7,6 +7,8 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
+from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -23,8 +25,10 @@ from connectors.ports import Shopper
 from ingest.intraday import ReportFileError
 from jwo import logs
 from jwo.intraday import build_applier, ingest_sources
+from jwo.reconcile_facts import build_job, settlement_report
 from jwo.runtime import LakeSink, running
 from jwo.settings import Settings
+from reconcile.job import DebtNotFoundError
 from warehouse.errors import WarehouseError
 from warehouse.lake import LakeWriter
 from warehouse.query import run_query
@@ -37,6 +41,10 @@ app.add_typer(shoppers_app, name="shoppers")
 app.add_typer(catalog_app, name="catalog")
 ingest_app = typer.Typer(help="Load files into the warehouse by hand (backfills, re-runs).", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+debts_app = typer.Typer(help="Bad debts: shoppers refused at the gate until settled.", no_args_is_help=True)
+app.add_typer(debts_app, name="debts")
+report_app = typer.Typer(help="Finance reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 console = Console()
 errors = Console(stderr=True)
@@ -287,3 +295,96 @@ def ingest_intraday(
     ):
         table.add_row(label, str(value))
     console.print(table)
+
+
+# --- reconciliation, debts, reports ----------------------------------------------------------------
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    parquet = "parquet"
+    html = "html"
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+@app.command()
+def reconcile(
+    day: Annotated[str | None, typer.Option("--date", help="every trip of this UTC day (YYYY-MM-DD)")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="trips with a fact since this ISO time")] = None,
+) -> None:
+    """Match purchases, payment events and reports: trip states, bad debts, alerts, daily settlement."""
+    settings = _settings()
+    try:
+        since_at = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise _fail(f"not an ISO date-time: {since!r}") from None
+    with _store() as store, console.status("reconciling ..."):
+        report = build_job(settings.lake_dir, store, settings.reconcile).run(
+            day=_day(day) if day else None, since=since_at
+        )
+    console.print(
+        f"{report.trips} trips, {report.changed} changed, {report.transitions} transitions, "
+        f"{report.debts_opened} debts opened, {report.debts_closed} closed, {report.alerts} alerts"
+    )
+
+
+@debts_app.command("list")
+def debts_list(open_only: Annotated[bool, typer.Option("--open/--all", help="open debts only")] = True) -> None:
+    """Debts by opening time."""
+    where = " where status = 'OPEN'" if open_only else ""
+    result = run_query(
+        Settings().lake_dir,
+        "select debt_id, shopping_trip_id, shopper_id, store_id, amount, currency, reason, status, opened_at,"
+        f" settled_at from bad_debts{where} order by opened_at",
+    )
+    sys.stdout.write(render(result, "table"))
+
+
+def _close_debt(trip: str, status: Literal["SETTLED", "WRITTEN_OFF"], amount: Decimal | None) -> None:
+    settings = _settings()
+    with _store() as store:
+        try:
+            debt = build_job(settings.lake_dir, store, settings.reconcile).close_debt(trip, status, amount)
+        except DebtNotFoundError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"trip {trip}: debt {debt.status} (remaining {debt.amount} {debt.currency})")
+
+
+@debts_app.command("settle")
+def debts_settle(
+    trip: Annotated[str, typer.Argument(help="the shopping trip id of the debt")],
+    amount: Annotated[str | None, typer.Option(help="amount paid (default: the whole debt)")] = None,
+) -> None:
+    """Record a payoff; a fully paid debt closes and the shopper is admitted at the gate again."""
+    try:
+        paid = Decimal(amount) if amount is not None else None
+    except ArithmeticError:
+        raise _fail(f"not an amount: {amount!r}") from None
+    _close_debt(trip, "SETTLED", paid)
+
+
+@debts_app.command("write-off")
+def debts_write_off(trip: Annotated[str, typer.Argument(help="the shopping trip id of the debt")]) -> None:
+    """Write the debt off; the shopper is admitted at the gate again."""
+    _close_debt(trip, "WRITTEN_OFF", None)
+
+
+@report_app.command("settlement")
+def report_settlement(
+    day: Annotated[str, typer.Option("--date", help="business day (YYYY-MM-DD)")],
+    store: Annotated[str | None, typer.Option(help="one store only")] = None,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f", help="output format")] = ReportFormat.table,
+) -> None:
+    """The daily settlement per store, with the exception trips finance works through."""
+    try:
+        out = settlement_report(Settings().lake_dir, _day(day), store, format.value)
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from None
+    sys.stdout.buffer.write(out)

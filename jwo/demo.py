@@ -20,6 +20,8 @@ from rich.table import Table as RichTable
 
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from connectors.imports import import_catalog_file, import_shoppers_file
+from contracts.tables import TABLES
+from jwo.reconcile_facts import Score, build_job, score
 from jwo.runtime import running
 from jwo.settings import Settings
 from simulator.driver import RunReport, run_scenario
@@ -27,8 +29,10 @@ from simulator.eventfeed import FeedConfig, build_feed, play_feed
 from simulator.files import write_retailer_files
 from simulator.intraday import IntradayConfig, build_day, publish_day
 from simulator.scenario import ScenarioConfig, build_scenario
+from simulator.settlement import SettlementDay, build_settlement_day
 from simulator.truth import build_answer_key
 from warehouse.errors import WarehouseError
+from warehouse.lake import LakeWriter
 from warehouse.query import run_query
 
 LAND_WITHIN_SECONDS = 60.0
@@ -138,9 +142,12 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
             progress.add_task("landing in the warehouse", total=None)
             checks = await wait_for_tables(demo, expected, LAND_WITHIN_SECONDS)
         dead = await pipeline.queue_depths()
+        settlement_day = build_settlement_day()
+        scored = await asyncio.to_thread(_reconcile_settlement_day, demo, pipeline.store, settlement_day)
 
     elapsed = time.monotonic() - started
     _print_summary(console, report, checks, dead, elapsed, demo)
+    console.print(scored.line())
     if played.failures:
         console.print(f"[red]the event bus refused {len(played.failures)} events[/red]: {played.failures[0]}")
     ok = (
@@ -148,9 +155,22 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
         and not played.failures
         and all(check.ok for check in checks)
         and all(d == 0 for _, d in dead.values())
+        and scored.in_expected_state == scored.trips
+        and scored.money_difference == 0
     )
     console.print("[green]demo passed[/green]" if ok else "[red]demo FAILED[/red]")
     return 0 if ok else 1
+
+
+def _reconcile_settlement_day(settings: Settings, store: SqliteRetailerStore, day: SettlementDay) -> Score:
+    """Reconcile the simulator's settlement day (every anomaly of SPEC §5) and score it against its key."""
+    key = day.key
+    assert key is not None
+    LakeWriter(settings.lake_dir).write_tables(
+        {TABLES[name]: rows for name, rows in day.tables().items()}, "demo-settlement-day"
+    )
+    build_job(settings.lake_dir, store, settings.reconcile, clock=lambda: key.as_of).run(day=key.business_date)
+    return score(settings.lake_dir, key)
 
 
 def _print_summary(

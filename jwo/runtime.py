@@ -44,6 +44,7 @@ from ingest.reports import ReportConsumer
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
 from jwo.intraday import run_reports_consumer
 from jwo.loops import BackgroundLoop
+from jwo.reconcile_facts import build_job, run_on_schedule
 from jwo.settings import Settings
 from warehouse.compact import compact_table
 from warehouse.duck_writer import WarehouseDb
@@ -520,6 +521,10 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                     raise RuntimeError("the connector server stopped during start-up")
                 await asyncio.sleep(0.01)
             log.info("connectors listening", extra={"url": pipeline.base_url})
+
+        if consumers:  # the lake's one writer also runs reconciliation
+            job = build_job(settings.lake_dir, store, settings.reconcile)
+            tasks.append(asyncio.create_task(run_on_schedule(job, settings.reconcile.interval_seconds, pipeline.stop)))
 
         if consumers and not connectors and settings.ingest.metrics_port >= 0:
             server = await _serve_metrics(settings, metrics, refresh_consumers, pipeline, tasks)
