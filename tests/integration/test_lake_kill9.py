@@ -1,0 +1,123 @@
+"""kill -9 in the middle of Parquet writes never leaves a torn file under a published name.
+
+A child process (this module run as a script) runs the janitor, then `LakeWriter.write`s batches in a loop;
+the test kills it with SIGKILL 30 times, each at a seeded random moment after a write started, and starts it
+again (from the batch it was writing). Every published file must then open with pyarrow and hold exactly its
+batch's rows, and the janitor at each start removes the temp files the kills left.
+
+Run as a script: `python -m tests.integration.test_lake_kill9 LAKE FIRST_BATCH`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from contracts.tables import PURCHASES
+from tests.integration.test_warehouse_lake import purchase
+from warehouse.lake import TEMP_GLOB, LakeWriter, janitor
+from warehouse.query import run_query
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLS = 30
+END_TIME = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+
+
+def batch_rows(batch: int) -> int:
+    """Rows in batch `batch`: 20,000-50,000, so a write takes long enough to be killed in the middle."""
+    return 20_000 + (batch * 7_919) % 30_000
+
+
+def batch_id(batch: int) -> str:
+    return f"b{batch:04d}"
+
+
+def write_forever(lake: Path, first: int) -> None:
+    """The child: the janitor, then one batch after another, saying when each write starts."""
+    print(f"ready {janitor(lake)}", flush=True)
+    writer = LakeWriter(lake)
+    batch = first
+    while True:
+        rows = [purchase(f"{batch_id(batch)}-{n}", end_time=END_TIME) for n in range(batch_rows(batch))]
+        print(f"writing {batch}", flush=True)
+        writer.write(PURCHASES, rows, batch_id(batch))
+        batch += 1
+
+
+def start_writer(lake: Path, first: int) -> tuple[subprocess.Popen[str], int]:
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.integration.test_lake_kill9", str(lake), str(first)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout is not None
+    line = child.stdout.readline()
+    assert line.startswith("ready "), f"the writer did not start (exit code {child.poll()})"
+    return child, int(line.split()[1])
+
+
+def kill(child: subprocess.Popen[str]) -> None:
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=10)
+    if child.stdout is not None:
+        child.stdout.close()
+
+
+@pytest.mark.slow
+def test_kill_9_during_parquet_writes_never_publishes_a_torn_file_and_the_janitor_removes_the_temps(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(30)
+    lake = tmp_path / "lake"
+    removed_by_janitor = left_by_kills = 0
+    first = 0
+    child: subprocess.Popen[str] | None = None
+    try:
+        for _ in range(KILLS):
+            child, removed = start_writer(lake, first)
+            removed_by_janitor += removed
+            assert child.stdout is not None
+            line = child.stdout.readline()  # "writing <batch>"
+            writing = int(line.split()[1])
+            # A write of this size takes ~50-300 ms here: most kills land in it, some in the next batch's rows.
+            time.sleep(rng.uniform(0.0, 0.4))
+            kill(child)
+            left_by_kills += len(list(lake.glob(TEMP_GLOB)))
+            first = writing if rng.random() < 0.5 else writing + 1  # rewrite the interrupted batch, or go on
+        child, removed = start_writer(lake, first)  # a last start: its janitor cleans up
+        removed_by_janitor += removed
+    finally:
+        if child is not None:
+            kill(child)
+
+    assert left_by_kills > 0  # some kills landed in the middle of a write
+    assert removed_by_janitor == left_by_kills
+    assert list(lake.glob(TEMP_GLOB)) == []
+    published = sorted(lake.glob("purchases/*/*.parquet"))
+    assert len(published) >= 3  # some writes finished between kills (how many depends on the timing)
+    for path in published:
+        batch = int(path.name.removeprefix("part-b").removesuffix(".parquet"))
+        table = pq.read_table(path)  # raises on a torn file
+        assert table.num_rows == batch_rows(batch), path.name
+        assert table.schema.remove_metadata() == PURCHASES.arrow_schema()
+        ids = table.column("shopping_trip_id").to_pylist()
+        assert ids[0] == f"{batch_id(batch)}-0"
+        assert ids[-1] == f"{batch_id(batch)}-{batch_rows(batch) - 1}"
+    total = sum(batch_rows(int(p.name.removeprefix("part-b").removesuffix(".parquet"))) for p in published)
+    assert run_query(lake, "SELECT count(*) FROM purchases").rows == [(total,)]
+
+
+if __name__ == "__main__":
+    write_forever(Path(sys.argv[1]), int(sys.argv[2]))
