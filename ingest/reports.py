@@ -4,7 +4,8 @@ For each message: read the SNS-wrapped S3 notification (`ingest.intraday.parse_n
 file it announces, unless the ledger says that (bucket, key, ETag) was applied already: read the object from
 the `ReportStore`, parse it, keep its raw bytes (`RawLanding`), and publish its `intraday_order_lines` rows,
 its `quarantine` rows and its `intraday_files` ledger row through the `TableSink` as one batch whose id
-derives from (bucket, key, ETag), ledger row last. Then the message is deleted.
+derives from (bucket, key, ETag), ledger row last. The lines go as `ArrowRows`: the lake writes the parsed
+Arrow table as it is; any other sink sees row dicts. Then the message is deleted.
 
 Exactly once: a duplicate notification or a re-run finds the file in the ledger and does nothing; a crash
 mid-apply leaves no ledger row, so the file is applied again on redelivery under the same batch id, which
@@ -20,7 +21,7 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,7 +33,7 @@ from ingest.intraday import (
     parse_notification,
     parse_report,
 )
-from ingest.ports import ObjectSupersededError, QueueReceiver, RawLanding, Received, ReportStore, Rows, TableSink
+from ingest.ports import ObjectSupersededError, QueueReceiver, RawLanding, Received, ReportStore, TableSink
 
 log = logging.getLogger("jwo.ingest.reports")
 
@@ -65,7 +66,7 @@ class FileOutcome:
 
 def file_rows(
     parsed: ParsedReport, file: FileId, published_at: datetime, applied_at: datetime, content_sha256: str
-) -> Rows:
+) -> Mapping[str, Sequence[Mapping[str, object]]]:
     """The batch of one file: its lines, its quarantined rows, and its ledger row (last, so a ledger row
     that exists means everything before it was published)."""
     ledger: dict[str, object] = {
@@ -78,7 +79,7 @@ def file_rows(
         "content_sha256": content_sha256,
         "applied_at": applied_at,
     }
-    return {LINES_TABLE: parsed.lines, QUARANTINE_TABLE: parsed.quarantine, LEDGER_TABLE: [ledger]}
+    return {LINES_TABLE: parsed.arrow_rows, QUARANTINE_TABLE: parsed.quarantine, LEDGER_TABLE: [ledger]}
 
 
 class ReportApplier:
@@ -120,7 +121,7 @@ class ReportApplier:
         self._sink.write(file_rows(parsed, file, published_at, applied_at, sha), file.batch_id())
         with self._lock:
             self._applied.add(file)
-        outcome = FileOutcome(file, True, parsed.rows_in, len(parsed.lines), len(parsed.quarantine))
+        outcome = FileOutcome(file, True, parsed.rows_in, parsed.table.num_rows, len(parsed.quarantine))
         self.stats.files_applied += 1
         self.stats.rows_in += outcome.rows_in
         self.stats.rows_upserted += outcome.rows_upserted

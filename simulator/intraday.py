@@ -205,11 +205,15 @@ def build_day(config: IntradayConfig | None = None) -> IntradayDay:
         # order_id is per order: reuse the first line's
         return [_replace_order_id(line, lines[0].order_id) for line in lines]
 
-    regular: list[_Line] = []
+    by_step: list[list[_Line]] = []  # the orders of each step; a file's window spans a few steps
     for at in published:
+        step_lines: list[_Line] = []
         for _ in range(config.orders_per_step):
             order_time = at - timedelta(seconds=rng.randrange(1, int(step.total_seconds()) + 1))
-            regular += order(order_time, order_time + timedelta(minutes=rng.randint(5, 80)))
+            step_lines += order(order_time, order_time + timedelta(minutes=rng.randint(5, 80)))
+        by_step.append(step_lines)
+    reach = -(-window // step) + 1  # steps around a file's own whose orders its window can hold (a step's
+    # orders are in [its start, its end), its start included, so the next step's first second belongs here)
 
     # late orders: from the previous day, in one or two consecutive files
     late: dict[int, list[tuple[_Line, datetime]]] = {}
@@ -232,7 +236,12 @@ def build_day(config: IntradayConfig | None = None) -> IntradayDay:
         ext = ".csv.gz" if rng.random() < config.gzip_share else ".csv"
         key = f"{config.prefix}{config.business_date.isoformat()}/report-{at:%Y%m%dT%H%M}{ext}"
         source_key = f"s3://{config.bucket}/{key}"
-        versions = [line.version(at) for line in regular if at - window < line.order_time <= at]
+        versions = [
+            line.version(at)
+            for lines in by_step[max(0, index - reach) : index + 2]
+            for line in lines
+            if at - window < line.order_time <= at
+        ]
         versions += [line.version(seen) for line, seen in late.get(index, [])]
         bad = malformed.get(index, [])
         for row in versions:

@@ -22,8 +22,10 @@ from itertools import chain
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from contracts.arrow_rows import ArrowRows
 from contracts.tables import Column, Kind, Table
 from warehouse.errors import InvalidBatchIdError, LakeWriteError, RowSchemaError
 
@@ -97,6 +99,23 @@ def to_arrow(table: Table, rows: Sequence[Mapping[str, object]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=table.arrow_schema())
 
 
+def split_by_day(table: Table, frame: pa.Table) -> list[tuple[date, pa.Table]]:
+    """An Arrow table with exactly the table's schema, split by the UTC day of `table.partition_by`, oldest
+    first. Raises RowSchemaError when the schema differs or a row has no partition timestamp."""
+    if not frame.schema.equals(table.arrow_schema()):
+        raise RowSchemaError(f"{table.name}: the Arrow schema {frame.schema} is not the table's")
+    if frame.num_rows == 0:
+        return []
+    stamps = frame.column(table.partition_by)
+    if stamps.null_count:
+        raise RowSchemaError(f"{table.name}.{table.partition_by} must be a timezone-aware datetime to partition by")
+    days = pc.cast(stamps, pa.date32())  # the stamps are UTC
+    distinct = sorted(pc.unique(days).to_pylist())
+    if len(distinct) == 1:
+        return [(distinct[0], frame)]
+    return [(day, frame.filter(pc.equal(days, pa.scalar(day, pa.date32())))) for day in distinct]
+
+
 def _column_array(table: Table, column: Column, values: list[object]) -> pa.Array:
     where = f"{table.name}.{column.name}"
     try:
@@ -139,12 +158,22 @@ class LakeWriter:
         with nothing of the batch published.
         """
         check_batch_id(batch_id)
-        frames = [
-            (partition_dir(self._root, table, day), to_arrow(table, day_rows))
-            for table, rows in batch.items()
-            for day, day_rows in group_by_day(table, rows).items()
-        ]
+        frames: list[tuple[Path, pa.Table]] = []
+        for table, rows in batch.items():
+            if isinstance(rows, ArrowRows):
+                frames += [
+                    (partition_dir(self._root, table, day), frame) for day, frame in split_by_day(table, rows.table)
+                ]
+            else:
+                frames += [
+                    (partition_dir(self._root, table, day), to_arrow(table, day_rows))
+                    for day, day_rows in group_by_day(table, rows).items()
+                ]
         return [self._publish(frame, directory, batch_id) for directory, frame in frames]
+
+    def write_arrow(self, table: Table, frame: pa.Table, batch_id: str) -> list[Path]:
+        """Publish an Arrow table that has exactly the table's schema, as `write` publishes rows."""
+        return self.write_tables({table: ArrowRows(frame)}, batch_id)
 
     def _publish(self, frame: pa.Table, directory: Path, batch_id: str) -> Path:
         final = directory / published_name(batch_id)
