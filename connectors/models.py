@@ -39,7 +39,10 @@ def _parse_timestamp(value: object) -> datetime:
         raise PydanticCustomError("timestamp_format", "must be an ISO-8601 date-time such as 2024-04-25T13:03:14Z")
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in the year 0 in UTC
+        raise PydanticCustomError("timestamp_range", "must be a date-time within the years 1 to 9999 in UTC") from None
 
 
 def _check_base64(value: str) -> str:
