@@ -18,12 +18,14 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 
 from contracts.tables import PURCHASES
 from tests.integration.test_warehouse_lake import purchase
+from warehouse import lake as lake_module
 from warehouse.lake import TEMP_GLOB, LakeWriter, janitor
 from warehouse.query import run_query
 
@@ -41,8 +43,21 @@ def batch_id(batch: int) -> str:
     return f"b{batch:04d}"
 
 
+def _announce_temp_files() -> None:
+    """In the child: say when a batch's bytes are in its temp file (before fsync and rename), so the test can
+    kill the writer exactly there as well as at random moments."""
+    write_table = lake_module.pq.write_table
+
+    def announcing(*args: Any, **kwargs: Any) -> None:
+        write_table(*args, **kwargs)
+        print("temp", flush=True)
+
+    lake_module.pq.write_table = announcing  # type: ignore[attr-defined]
+
+
 def write_forever(lake: Path, first: int) -> None:
     """The child: the janitor, then one batch after another, saying when each write starts."""
+    _announce_temp_files()
     print(f"ready {janitor(lake)}", flush=True)
     writer = LakeWriter(lake)
     batch = first
@@ -91,8 +106,10 @@ def test_kill_9_during_parquet_writes_never_publishes_a_torn_file_and_the_janito
             assert child.stdout is not None
             line = child.stdout.readline()  # "writing <batch>"
             writing = int(line.split()[1])
-            # A write of this size takes ~50-300 ms here: most kills land in it, some in the next batch's rows.
-            time.sleep(rng.uniform(0.0, 0.4))
+            if rng.random() < 0.5:
+                assert child.stdout.readline().strip() == "temp"  # the bytes are in the temp file: kill now
+            else:
+                time.sleep(rng.uniform(0.0, 0.4))  # anywhere: converting rows, writing, renaming, the next batch
             kill(child)
             left_by_kills += len(list(lake.glob(TEMP_GLOB)))
             first = writing if rng.random() < 0.5 else writing + 1  # rewrite the interrupted batch, or go on
@@ -102,7 +119,7 @@ def test_kill_9_during_parquet_writes_never_publishes_a_torn_file_and_the_janito
         if child is not None:
             kill(child)
 
-    assert left_by_kills > 0  # some kills landed in the middle of a write
+    assert left_by_kills > 0  # the kills right after "temp" left a temp file each
     assert removed_by_janitor == left_by_kills
     assert list(lake.glob(TEMP_GLOB)) == []
     published = sorted(lake.glob("purchases/*/*.parquet"))
