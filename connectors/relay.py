@@ -60,28 +60,38 @@ class Relay:
             log.warning("relay send failed: %s", self.stats.last_error)
             return []
 
+    async def _send_and_mark(self, batch: Sequence[PendingMessage]) -> int:
+        """Send one batch and mark what the queue accepted at once (a crash re-sends as little as possible)."""
+        accepted = await self._send(batch)
+        if accepted:
+            await asyncio.to_thread(self._outbox.mark_sent, accepted)
+            self.stats.sent += len(accepted)
+        self.stats.batches += 1
+        return len(accepted)
+
     async def pump_once(self) -> int:
         """Send what is pending now; returns how many messages the queue accepted."""
         pending = await asyncio.to_thread(self._outbox.pending, SQS_BATCH * self._in_flight)
         if not pending:
             return 0
         batches = [pending[i : i + SQS_BATCH] for i in range(0, len(pending), SQS_BATCH)]
-        results = await asyncio.gather(*(self._send(b) for b in batches))
-        sent = [seq for accepted in results for seq in accepted]
-        await asyncio.to_thread(self._outbox.mark_sent, sent)
-        self.stats.sent += len(sent)
-        self.stats.batches += len(batches)
-        if len(sent) < len(pending):
-            raise _PartialFailure(len(pending) - len(sent))
-        return len(sent)
+        sent = sum(await asyncio.gather(*(self._send_and_mark(b) for b in batches)))
+        if sent < len(pending):
+            raise _PartialFailure(len(pending) - sent)
+        return sent
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop`: send, back off after failures, never end on an error (the outbox keeps everything)."""
         failures = 0
         while not stop.is_set():
             try:
                 sent = await self.pump_once()
                 failures = 0
-            except _PartialFailure:
+            except Exception as exc:  # a partial send, or the outbox itself (e.g. "database is locked")
+                if not isinstance(exc, _PartialFailure):
+                    self.stats.errors += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("relay pass failed: %s", self.stats.last_error)
                 failures += 1
                 delay = self._rng.uniform(0, min(self._max_backoff, self._base_backoff * 2**failures))
                 await _sleep_or_stop(stop, delay)
@@ -98,11 +108,13 @@ class Relay:
         """Send everything pending (shutdown); returns whether the outbox is empty."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within
-        while loop.time() < deadline:
+        while (remaining := deadline - loop.time()) > 0:
             try:
-                if await self.pump_once() == 0:
+                if await asyncio.wait_for(self.pump_once(), remaining) == 0:
                     return True
-            except _PartialFailure:
+            except TimeoutError:
+                return False  # a hung send: what it carried stays pending for the next start
+            except Exception:
                 await asyncio.sleep(0.2)
         return False
 

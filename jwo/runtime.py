@@ -259,8 +259,9 @@ async def _serve_metrics(
     return server
 
 
-PUBLISH_CONFIG = AioConfig(connect_timeout=2, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
-"""The relay's SQS client: a hanging endpoint costs seconds, not a minute; the relay retries by itself."""
+PUBLISH_CONFIG = AioConfig(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1, "mode": "standard"})
+"""The relay's SQS client: one attempt, so a hanging endpoint costs 5 s, not minutes; the relay retries by itself
+(with backoff and jitter) and nothing leaves the outbox until SQS accepted it."""
 
 
 def _receive_config(wait_seconds: int) -> AioConfig:
@@ -503,7 +504,14 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             sock = _listen(cs.host, cs.port)
             host, port = sock.getsockname()[:2]
             server = uvicorn.Server(
-                uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+                uvicorn.Config(
+                    app,
+                    log_config=None,
+                    access_log=False,
+                    lifespan="off",
+                    timeout_graceful_shutdown=5,
+                    timeout_keep_alive=75,  # above a load balancer's idle timeout (ALB: 60 s), or it sees 502s
+                )
             )
             pipeline.directory, pipeline.service, pipeline.app = directory, service, app
             pipeline.relay, pipeline.outbox = relay, outbox
