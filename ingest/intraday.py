@@ -33,6 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from contracts.arrow_rows import ArrowRows
+from contracts.intraday_report import REPORT_COLUMNS
 from contracts.tables import INTRADAY_ORDER_LINES
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -40,27 +41,7 @@ KEY_COLUMNS = ("shopping_trip_id", "line_item_id")
 REQUIRED_TIMES = ("order_time", "last_updated")
 DECIMAL_COLUMNS = frozenset({"quantity", "unit_price", "list_price", "promotion_amount", "tax_amount", "line_total"})
 TIME_COLUMNS = frozenset(REQUIRED_TIMES)
-LINE_COLUMNS = (
-    "order_id",
-    "shopping_trip_id",
-    "store_id",
-    "order_time",
-    "last_updated",
-    "line_item_id",
-    "merchant_sku",
-    "item_name",
-    "quantity",
-    "unit_price",
-    "list_price",
-    "promotion_amount",
-    "tax_amount",
-    "line_total",
-    "currency",
-    "payment_status",
-    "card_brand",
-    "card_last_four",
-    "reconciliation_id",
-)
+LINE_COLUMNS = REPORT_COLUMNS
 """The `intraday_order_lines` columns that come from the file (source_key and file_published_at do not)."""
 
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")

@@ -4,28 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-REPORT_COLUMNS: tuple[str, ...] = (
-    "order_id",
-    "shopping_trip_id",
-    "store_id",
-    "order_time",
-    "last_updated",
-    "line_item_id",
-    "merchant_sku",
-    "item_name",
-    "quantity",
-    "unit_price",
-    "list_price",
-    "promotion_amount",
-    "tax_amount",
-    "line_total",
-    "currency",
-    "payment_status",
-    "card_brand",
-    "card_last_four",
-    "reconciliation_id",
-)
-"""The Intra-Day report's working layout (SPEC §3.1); each is also the warehouse column's name."""
+from contracts.intraday_report import REPORT_COLUMNS
 
 
 class IntradaySettings(BaseModel):

@@ -31,6 +31,7 @@ State = Literal[
     "empty_cart_cancelled",
     "pending",
 ]
+"""The values of `contracts.reconcile_tables.TRIP_STATES`, as a type (a test keeps the two equal)."""
 EXCEPTION_STATES: frozenset[State] = frozenset(
     {"amount_mismatch", "declined", "partially_captured", "missing_capture", "missing_from_report", "orphan_payment"}
 )

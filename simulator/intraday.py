@@ -37,32 +37,13 @@ from aiobotocore.session import get_session
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.aws import AwsEndpoint
+from contracts.intraday_report import REPORT_COLUMNS
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_sns import SNSClient
 
-REPORT_HEADER = (
-    "order_id",
-    "shopping_trip_id",
-    "store_id",
-    "order_time",
-    "last_updated",
-    "line_item_id",
-    "merchant_sku",
-    "item_name",
-    "quantity",
-    "unit_price",
-    "list_price",
-    "promotion_amount",
-    "tax_amount",
-    "line_total",
-    "currency",
-    "payment_status",
-    "card_brand",
-    "card_last_four",
-    "reconciliation_id",
-)
+REPORT_HEADER = REPORT_COLUMNS
 _CENT = Decimal("0.01")
 _ITEMS = (
     ("SKU-00001", "Whole Milk 1gal", Decimal("3.49"), False),

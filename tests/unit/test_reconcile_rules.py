@@ -200,3 +200,12 @@ def test_settlement_adds_up_to_the_cent_and_lists_exceptions(total: str) -> None
     assert day.net_sales == D(total) * 2
     assert day.captured + day.outstanding == day.net_sales
     assert (day.matched_share, day.exceptions, day.exception_trips) == (D("0.5000"), 1, ("B",))
+
+
+def test_the_state_type_names_exactly_the_contract_states() -> None:
+    from typing import get_args
+
+    from contracts.reconcile_tables import TRIP_STATES
+    from reconcile.rules import State
+
+    assert get_args(State) == TRIP_STATES
