@@ -27,12 +27,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 
 from connectors.adapters.sqlite_outbox import SqliteOutbox
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
-from connectors.adapters.sqs_publisher import SqsPublisher
 from connectors.app import Metrics, create_app
 from connectors.directory import CachedDirectory
-from connectors.relay import Relay
 from connectors.service import ConnectorService
-from connectors.settings import ConnectorSettings
 from contracts.aws import AwsEndpoint, QueueRef
 from contracts.tables import TABLES
 from ingest.adapters.sqs_receiver import SqsReceiver
@@ -45,6 +42,7 @@ from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, r
 from jwo.intraday import run_reports_consumer
 from jwo.loops import BackgroundLoop
 from jwo.reconcile_facts import build_job, run_on_schedule
+from jwo.relay_process import RelayConfig, RelayProcess
 from jwo.settings import Settings
 from warehouse.compact import compact_table
 from warehouse.duck_writer import WarehouseDb
@@ -123,7 +121,6 @@ class Pipeline:
     directory: CachedDirectory | None = None
     service: ConnectorService | None = None
     app: FastAPI | None = None
-    relay: Relay | None = None
     outbox: SqliteOutbox | None = None
     consumers: list[Consumer] = field(default_factory=list)
     base_url: str = ""
@@ -259,36 +256,8 @@ async def _serve_metrics(
     return server
 
 
-PUBLISH_CONFIG = AioConfig(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 1, "mode": "standard"})
-"""The relay's SQS client: one attempt, so a hanging endpoint costs 5 s, not minutes; the relay retries by itself
-(with backoff and jitter) and nothing leaves the outbox until SQS accepted it."""
-
-
 def _receive_config(wait_seconds: int) -> AioConfig:
     return AioConfig(connect_timeout=2, read_timeout=wait_seconds + 10, retries={"max_attempts": 3, "mode": "standard"})
-
-
-async def _run_relay(
-    outbox: SqliteOutbox,
-    endpoint: AwsEndpoint,
-    queue_url: str,
-    cs: ConnectorSettings,
-    ready: concurrent.futures.Future[tuple[Relay, asyncio.Event]],
-) -> None:
-    """The relay's whole life, on its background loop: run until stopped, then drain."""
-    try:
-        stop = asyncio.Event()
-        async with get_session().create_client("sqs", config=PUBLISH_CONFIG, **endpoint.client_kwargs()) as sqs:
-            relay = Relay(outbox, SqsPublisher(sqs, queue_url), in_flight=cs.relay_in_flight,
-                          max_backoff=cs.relay_max_backoff_seconds)  # fmt: skip
-            ready.set_result((relay, stop))
-            await relay.run(stop)
-            if not await relay.drain(within=10.0):
-                log.warning("outbox not fully drained at shutdown; the rest is sent on the next start")
-    except BaseException as exc:
-        if not ready.done():
-            ready.set_exception(exc)
-        raise
 
 
 async def _supervise(consumer: Consumer, stop: asyncio.Event) -> None:
@@ -465,30 +434,26 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             def consumers_stop() -> None:
                 consumer_loop.call(consumer_stop_event.set)
 
-        relay_done: asyncio.Future[None] | None = None
-        relay_stop: Callable[[], None] = lambda: None  # noqa: E731
+        relay: RelayProcess | None = None
         if connectors:
             cs = settings.connectors
             directory = CachedDirectory(store)
-            relay_loop = BackgroundLoop("jwo-relay").start()
-            stack.callback(relay_loop.close)
-            relay_box: list[Relay] = []
-
-            def wake_relay() -> None:  # called by the outbox writer thread after each commit
-                if relay_box:
-                    relay_loop.call(relay_box[0].wake)
-
-            outbox = SqliteOutbox(settings.outbox_db, commit_timeout=cs.commit_timeout_seconds, on_commit=wake_relay)
+            outbox = SqliteOutbox(settings.outbox_db, commit_timeout=cs.commit_timeout_seconds)
             stack.callback(outbox.close)
-            relay_ready: concurrent.futures.Future[tuple[Relay, asyncio.Event]] = concurrent.futures.Future()
-            relay_done = asyncio.wrap_future(
-                relay_loop.submit(_run_relay(outbox, cloud.endpoint, cloud.resources.events.url, cs, relay_ready))
+            relay = RelayProcess(
+                RelayConfig(
+                    outbox_path=settings.outbox_db,
+                    endpoint=cloud.endpoint,
+                    queue_url=cloud.resources.events.url,
+                    in_flight=cs.relay_in_flight,
+                    max_backoff=cs.relay_max_backoff_seconds,
+                    log_level=settings.log_level,
+                    log_format=settings.log_format,
+                )
             )
-            relay, relay_stop_event = await asyncio.wrap_future(relay_ready)
-            relay_box.append(relay)
-
-            def relay_stop() -> None:
-                relay_loop.call(relay_stop_event.set)
+            stack.callback(relay.kill)
+            await relay.ready()
+            relay_handle = relay
 
             service = ConnectorService(directory, outbox, utc_now, default_currency=cs.default_currency)
 
@@ -496,8 +461,8 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 depth, age = outbox.stats(utc_now())
                 metrics.outbox_depth.set(depth)
                 metrics.outbox_age.set(age)
-                metrics.relay_errors.set(relay.stats.errors)
-                metrics.relay_sent.set(relay.stats.sent)
+                metrics.relay_errors.set(relay_handle.errors.value)
+                metrics.relay_sent.set(relay_handle.sent.value)
                 refresh_consumers()
 
             app = create_app(service, cs, metrics=metrics, refresh_metrics=refresh_metrics)
@@ -514,7 +479,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 )
             )
             pipeline.directory, pipeline.service, pipeline.app = directory, service, app
-            pipeline.relay, pipeline.outbox = relay, outbox
+            pipeline.outbox = outbox
             pipeline.base_url = f"http://{host}:{port}"
             tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
             tasks.append(
@@ -544,9 +509,8 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 server.should_exit = True
             pipeline.stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            relay_stop()  # the relay drains the outbox, then ends
-            if relay_done is not None:
-                await asyncio.gather(relay_done, return_exceptions=True)
+            if relay is not None:
+                await relay.stop()  # the relay drains the outbox, then ends
             if cloud.embedded is not None and pipeline.consumers and not await pipeline.settle(within=30.0):
                 log.warning("the embedded queues still held messages at shutdown")
             consumers_stop()

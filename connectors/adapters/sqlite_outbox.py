@@ -107,8 +107,7 @@ class SqliteOutbox:
         self._writer.executescript(_SCHEMA)
         self._reader = _connect(path, synchronous="NORMAL")
         self._reader_lock = threading.Lock()
-        self._relay = _connect(path, synchronous="NORMAL")
-        self._relay_lock = threading.Lock()
+        self._queue = SqliteOutboxQueue(path)
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._thread.start()
@@ -223,11 +222,44 @@ class SqliteOutbox:
         ).fetchone()
         return StoredResponse(fingerprint=row[0], status=row[1], body=bytes(row[2]))
 
-    # -- relay ------------------------------------------------------------------------------------
+    # -- relay (also readable from another process: `SqliteOutboxQueue`) ----------------------------
 
     def pending(self, limit: int) -> list[PendingMessage]:
-        with self._relay_lock:
-            rows = self._relay.execute(
+        return self._queue.pending(limit)
+
+    def mark_sent(self, seqs: Sequence[int]) -> None:
+        self._queue.mark_sent(seqs)
+
+    def stats(self, now: datetime) -> tuple[int, float]:
+        return self._queue.stats(now)
+
+    def prune(self, now: datetime, retention: timedelta) -> tuple[int, int]:
+        """Forget idempotency keys and sent messages older than `retention` (at least 48 h)."""
+        cutoff = (now - retention).timestamp()
+        self._forget_before(cutoff)
+        return self._queue.prune(cutoff)
+
+    def close(self) -> None:
+        self._work.put(None)
+        self._thread.join(timeout=10)
+        self._queue.close()
+        for conn in (self._writer, self._reader):
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+
+class SqliteOutboxQueue:
+    """Implements `OutboxQueue` over an outbox file that a `SqliteOutbox` (maybe in another process) writes:
+    what the relay needs, on a connection of its own (WAL: readers never block the writer)."""
+
+    def __init__(self, path: Path) -> None:
+        self._conn = _connect(path, synchronous="NORMAL")
+        self._conn.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def pending(self, limit: int) -> list[PendingMessage]:
+        with self._lock:
+            rows = self._conn.execute(
                 "SELECT seq, message_id, body FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
                 (limit,),
             ).fetchall()
@@ -237,31 +269,25 @@ class SqliteOutbox:
         if not seqs:
             return
         now = time.time()
-        with self._relay_lock:
-            self._relay.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+        with self._lock:
+            self._conn.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(now, s) for s in seqs])
 
     def stats(self, now: datetime) -> tuple[int, float]:
-        with self._relay_lock:
-            count, oldest = self._relay.execute(
+        with self._lock:
+            count, oldest = self._conn.execute(
                 "SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL"
             ).fetchone()
         age = max(0.0, now.timestamp() - oldest) if oldest is not None else 0.0
         return int(count), age
 
-    def prune(self, now: datetime, retention: timedelta) -> tuple[int, int]:
-        """Forget idempotency keys and sent messages older than `retention` (at least 48 h)."""
-        cutoff = (now - retention).timestamp()
-        self._forget_before(cutoff)
-        with self._relay_lock:
-            keys = self._relay.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,)).rowcount
-            sent = self._relay.execute(
+    def prune(self, cutoff: float) -> tuple[int, int]:
+        with self._lock:
+            keys = self._conn.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,)).rowcount
+            sent = self._conn.execute(
                 "DELETE FROM outbox WHERE sent_at IS NOT NULL AND created_at < ?", (cutoff,)
             ).rowcount
         return keys, sent
 
     def close(self) -> None:
-        self._work.put(None)
-        self._thread.join(timeout=10)
-        for conn in (self._writer, self._reader, self._relay):
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
