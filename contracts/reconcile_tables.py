@@ -97,13 +97,22 @@ BAD_DEBTS = Table(
 ALERTS = Table(
     "alerts",
     (
-        _c("alert_id", S, "derived from (trip, kind, subtype): the same decline never alerts twice"),
-        _c("kind", S, "decline_authorization | decline_capture"),
+        _c(
+            "alert_id",
+            S,
+            "derived from (trip, decline subtype): the same decline never alerts twice; a threshold alert's from "
+            "(kind, key, the time the breach started)",
+        ),
+        _c(
+            "kind",
+            S,
+            "decline_authorization | decline_capture | decline_rate | dead_letters | outbox_age | reconcile_backlog",
+        ),
         _c("severity", S, "info | warning | critical"),
-        _c("store_id", S),
-        _c("shopping_trip_id", S),
+        _c("store_id", S, "the store (empty for a threshold alert that concerns no store)"),
+        _c("shopping_trip_id", S, "the trip (empty for a threshold alert)"),
         _c("message", S),
-        _c("created_at", T, "the time of the first event that raised it (partition column)"),
+        _c("created_at", T, "the time of the first event that raised it, or of the check (partition column)"),
     ),
     key=("alert_id",),
     partition_by="created_at",

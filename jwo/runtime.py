@@ -38,6 +38,7 @@ from ingest.decode import rows_for_message
 from ingest.eventfeed import rows_for_event
 from ingest.ports import RowsRejectedError
 from ingest.reports import ReportConsumer
+from jwo.alerts import lake_backlog, open_alerting
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
 from jwo.intraday import run_reports_consumer
 from jwo.loops import BackgroundLoop
@@ -336,6 +337,7 @@ async def _run_consumers(
     depths: dict[str, tuple[int, int]],
     reports: list[ReportConsumer],
     ready: concurrent.futures.Future[tuple[list[Consumer], asyncio.Event]],
+    outbox_age: Callable[[], float | None] | None = None,
 ) -> None:
     """The consumers' whole life, on their background loop."""
     try:
@@ -346,12 +348,17 @@ async def _run_consumers(
             settings.resources.events_queue: (resources.events, rows_for_message),
             settings.resources.eventfeed_queue: (resources.eventfeed, rows_for_event),
         }
-        async with get_session().create_client("sqs", config=config, **endpoint.client_kwargs()) as sqs:
+        alert_settings = settings.reconcile.alerts
+        backlog_grace = timedelta(minutes=alert_settings.backlog_grace_minutes)
+        async with (
+            get_session().create_client("sqs", config=config, **endpoint.client_kwargs()) as sqs,
+            open_alerting(alert_settings, sink, endpoint) as alerting,
+        ):
             consumers = [
                 Consumer(
                     source,
                     SqsReceiver(sqs, ref.url),
-                    sink,
+                    alerting.sink if decode is rows_for_event else sink,
                     utc_now,
                     decode=decode,
                     receivers=ing.receivers,
@@ -363,18 +370,34 @@ async def _run_consumers(
                 for source, (ref, decode) in queues.items()
             ]
             ready.set_result((consumers, stop))
+            alerts_stop = asyncio.Event()
+
+            async def consume() -> None:
+                try:
+                    await asyncio.gather(
+                        *(_supervise(c, stop) for c in consumers),
+                        _compact_periodically(settings.lake_dir, ing.compact_interval_seconds, stop),
+                        _watch_depths(
+                            endpoint,
+                            {name: ref for name, (ref, _) in queues.items()}
+                            | {settings.resources.reports_queue: resources.reports},
+                            ing.depth_poll_seconds,
+                            depths,
+                            stop,
+                        ),
+                        _supervise_reports(settings, endpoint, resources, sink, reports, stop),
+                    )
+                finally:
+                    alerts_stop.set()  # the consumers flushed their last batch: deliver its alerts, then stop
+
             await asyncio.gather(
-                *(_supervise(c, stop) for c in consumers),
-                _compact_periodically(settings.lake_dir, ing.compact_interval_seconds, stop),
-                _watch_depths(
-                    endpoint,
-                    {name: ref for name, (ref, _) in queues.items()}
-                    | {settings.resources.reports_queue: resources.reports},
-                    ing.depth_poll_seconds,
-                    depths,
-                    stop,
+                consume(),
+                alerting.run(
+                    alerts_stop,
+                    dead_letters=lambda: {queue: dead for queue, (_, dead) in depths.items()},
+                    outbox_age=outbox_age,
+                    backlog=lambda: lake_backlog(settings.lake_dir, backlog_grace, utc_now()),
                 ),
-                _supervise_reports(settings, endpoint, resources, sink, reports, stop),
             )
     except BaseException as exc:
         if not ready.done():
@@ -425,6 +448,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                         pipeline.depths,
                         pipeline.reports,
                         consumers_ready,
+                        outbox_age=lambda: pipeline.outbox.stats(utc_now())[1] if pipeline.outbox is not None else None,
                     )
                 )
             )

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.tables import Table
+from reconcile.errors import AlertDeliveryError
 from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
-from reconcile.rules import Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
+from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
 
 
 @dataclass
@@ -129,3 +130,19 @@ class MemoryLedger:
 
     def blocked(self) -> set[str]:
         return {d.shopper_id for d in self.debts.values() if d.status == "OPEN" and d.shopper_id}
+
+
+@dataclass
+class MemoryAlertSink:
+    """An AlertSink that keeps what it was sent; `fail_sends` makes the next sends fail (transiently)."""
+
+    sent: list[Alert] = field(default_factory=list)
+    attempts: int = 0
+    fail_sends: int = 0
+
+    async def send(self, alert: Alert) -> None:
+        self.attempts += 1
+        if self.fail_sends:
+            self.fail_sends -= 1
+            raise AlertDeliveryError(f"fake sink: alert {alert.alert_id} not accepted")
+        self.sent.append(alert)

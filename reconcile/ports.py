@@ -1,5 +1,5 @@
 """What reconciliation needs from the outside: facts and its own current rows (the warehouse), somewhere to
-write its rows (the lake), and the identity store's debt list (so a debt closes the gate).
+write its rows (the lake), the identity store's debt list (so a debt closes the gate), and where on-call is alerted.
 
 Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fakes.py`.
 """
@@ -11,7 +11,7 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 
 from contracts.tables import Table
-from reconcile.rules import Debt, Settlement, TripFacts, TripResult
+from reconcile.rules import Alert, Debt, Settlement, TripFacts, TripResult
 
 
 class FactsSource(Protocol):
@@ -54,3 +54,11 @@ class DebtLedger(Protocol):
 
     def open(self, debt: Debt) -> bool: ...
     def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool: ...
+
+
+class AlertSink(Protocol):
+    """Where on-call is told about an alert (a log, a webhook, an SNS topic). `send` returns once the alert was
+    accepted; it raises `reconcile.errors.AlertDeliveryError` when it was not (the caller retries later). Delivery is
+    at least once: the same alert (same `alert_id`) may be sent again, and receivers de-duplicate on the id."""
+
+    async def send(self, alert: Alert) -> None: ...

@@ -1,0 +1,1 @@
+"""Reconciliation adapters: one module per technology and role."""
