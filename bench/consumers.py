@@ -172,11 +172,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=1_000_000, help="envelopes to decode and write")
     parser.add_argument("--batch", type=int, default=5_000, help="messages per micro-batch")
-    parser.add_argument("--sqs-messages", type=int, default=5_000, help="messages through the embedded SQS")
+    parser.add_argument(
+        "--sqs-messages", type=int, default=5_000, help="messages through the embedded SQS (0: skip part (b))"
+    )
     parser.add_argument("--in-flight", type=int, default=4, help="receive loops at once (both sides)")
     args = parser.parse_args()
     decode_and_write(args.events, args.batch)
-    asyncio.run(through_sqs(args.sqs_messages, args.in_flight))
+    if args.sqs_messages > 0:
+        asyncio.run(through_sqs(args.sqs_messages, args.in_flight))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,31 @@
-"""Queue messages → warehouse rows. Pure: values in, values out."""
+"""Queue messages → warehouse rows. Pure: values in, values out.
+
+Two paths give the same outcome for every body. The fast path (`fast_rows`) parses the body with orjson and
+validates it with pydantic-core against TypedDict mirrors of the models (the same field types and constraints,
+so the same decision and the same values), then builds the rows from the validated dicts: no model instances,
+no `model_dump`. A body the mirrors refuse takes the model path (`model_rows_for_message`: the models
+themselves), which decides and words the outcome (`unknown_events` reason, PoisonMessageError text).
+"""
 
 from __future__ import annotations
 
+import typing
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated, Any, NotRequired
 
-from pydantic import ValidationError
+import orjson
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from contracts.messages import (
+    PAYLOAD_MODELS,
     AuthEvent,
     BadCart,
     CancelCharge,
+    Envelope,
     MessageDecodeError,
+    MessageType,
     Purchase,
     decode_envelope,
 )
@@ -36,6 +51,14 @@ def unknown_rows(source: str, message_id: str, kind: str, body: str, received_at
 
 def rows_for_message(source: str, queue_message_id: str, body: str, received_at: datetime) -> tuple[str, Rows]:
     """(dedup id, rows by table) for one events-queue message. Raises PoisonMessageError."""
+    fast = fast_rows(source, body, received_at)
+    if fast is not None:
+        return fast
+    return model_rows_for_message(source, queue_message_id, body, received_at)
+
+
+def model_rows_for_message(source: str, queue_message_id: str, body: str, received_at: datetime) -> tuple[str, Rows]:
+    """`rows_for_message` through the pydantic models alone: the reference the fast path must agree with."""
     try:
         envelope = decode_envelope(body)
     except MessageDecodeError as exc:
@@ -79,3 +102,150 @@ def payload_rows(payload: AuthEvent | Purchase | BadCart | CancelCharge) -> Rows
             ]
         }
     return {"cancel_charges": [payload.model_dump()]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The fast path.
+
+
+class _Unsupported(Exception):
+    """A model the fast path cannot mirror exactly (validators, serializers, aliases ...): it stays off."""
+
+
+@dataclass(frozen=True)
+class _Mirror:
+    """A model's fields as a TypedDict validated by pydantic-core: the same checks on every field as the
+    model's, with no model instance to build and dump. The TypedDict leaves a missing defaulted field out;
+    `complete` puts the model's default in, so the dict equals the model's `model_dump()`."""
+
+    fields: type
+    """The TypedDict."""
+    adapter: TypeAdapter[Any]
+    defaults: tuple[tuple[str, object], ...]
+    nested: tuple[tuple[str, _Mirror], ...]
+
+    def complete(self, data: dict[str, Any]) -> dict[str, Any]:
+        for name, default in self.defaults:
+            if name not in data:
+                data[name] = default
+        for name, mirror in self.nested:
+            for item in data[name]:
+                mirror.complete(item)
+        return data
+
+    def check(self, data: object) -> dict[str, Any] | None:
+        """The model's `model_dump()` of `data`, or None when the model would refuse it."""
+        try:
+            checked: dict[str, Any] = self.adapter.validate_python(data)
+        except ValidationError:
+            return None
+        return self.complete(checked)
+
+
+_TYPED_DICT: Any = TypedDict  # pydantic needs typing_extensions' on Python < 3.12
+
+
+def _mirror(model: type[BaseModel]) -> _Mirror:
+    config, decorators = model.model_config, model.__pydantic_decorators__
+    hooks = (
+        decorators.validators,
+        decorators.field_validators,
+        decorators.root_validators,
+        decorators.model_validators,
+        decorators.field_serializers,
+        decorators.model_serializers,
+        decorators.computed_fields,
+    )
+    unsupported = {"alias_generator", "validate_default", "from_attributes", "coerce_numbers_to_str"}
+    if any(hooks) or unsupported & {k for k, v in config.items() if v}:
+        raise _Unsupported(f"{model.__name__}: config {config} or validators/serializers")
+    fields: dict[str, object] = {}
+    defaults: list[tuple[str, object]] = []
+    nested: list[tuple[str, _Mirror]] = []
+    for name, info in model.model_fields.items():
+        if info.alias not in (None, name) or info.validation_alias not in (None, name) or info.exclude:
+            raise _Unsupported(f"{model.__name__}.{name}: alias or exclude")
+        annotation: Any = info.annotation
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is list and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+            item = _mirror(args[0])
+            nested.append((name, item))
+            annotation = list[item.fields]  # type: ignore[name-defined]
+        elif any(isinstance(a, type) and issubclass(a, BaseModel) for a in args) or (
+            isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        ):
+            raise _Unsupported(f"{model.__name__}.{name}: {annotation}")
+        if info.metadata:
+            annotation = Annotated.__class_getitem__((annotation, *info.metadata))  # type: ignore[attr-defined]
+        if not info.is_required():
+            if info.default_factory is not None or not isinstance(info.default, (str, int, type(None))):
+                raise _Unsupported(f"{model.__name__}.{name}: default {info.default!r}")
+            defaults.append((name, info.default))
+            annotation = NotRequired[annotation]
+        fields[name] = annotation
+    mirror: Any = _TYPED_DICT(f"{model.__name__}Fields", fields)
+    mirror.__pydantic_config__ = ConfigDict(**{k: v for k, v in config.items() if k not in ("frozen", "title")})  # type: ignore[typeddict-item]
+    return _Mirror(mirror, TypeAdapter(mirror), tuple(defaults), tuple(nested))
+
+
+def _mirrors() -> tuple[_Mirror, dict[str, _Mirror]] | None:
+    try:
+        return _mirror(Envelope), {kind.value: _mirror(model) for kind, model in PAYLOAD_MODELS.items()}
+    except _Unsupported:
+        return None  # a model grew something the mirrors cannot follow: every message takes the model path
+
+
+MIRRORS = _mirrors()
+"""(envelope mirror, payload mirror by message type), or None when the fast path is off (tests require it on)."""
+
+
+def fast_rows(source: str, body: str, received_at: datetime) -> tuple[str, Rows] | None:
+    """`rows_for_message` for a body the models accept, else None (take the model path, which words the error)."""
+    if MIRRORS is None:
+        return None
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    envelope = MIRRORS[0].check(data)
+    if envelope is None:
+        return None
+    message_id, kind = envelope["message_id"], envelope["type"]
+    mirror = MIRRORS[1].get(kind)
+    if mirror is None:
+        reason = f"unknown message type {kind!r}"
+        return message_id, unknown_rows(source, message_id, kind, body, received_at, reason)
+    payload = mirror.check(envelope["payload"])
+    if payload is None:
+        return None
+    return message_id, _rows_of(kind, payload)
+
+
+def _rows_of(kind: str, payload: dict[str, Any]) -> Rows:
+    """`payload_rows` of a checked payload (the dict its model's `model_dump()` would give)."""
+    if kind == MessageType.AUTH_EVENT:
+        return {"auth_events": [payload]}
+    if kind == MessageType.PURCHASE:
+        lines: list[dict[str, Any]] = payload.pop("lines")
+        trip, end = payload["shopping_trip_id"], payload["end_time"]
+        for line in lines:
+            del line["name"]
+            line["shopping_trip_id"] = trip
+            line["end_time"] = end
+        return {"purchases": [payload], "purchase_lines": lines}
+    if kind == MessageType.BAD_CART:
+        trip, store, created = payload["shopping_trip_id"], payload["store_id"], payload["created_at"]
+        return {
+            "bad_carts": [
+                {
+                    "shopping_trip_id": trip,
+                    "store_id": store,
+                    "item_id": item["item_id"],
+                    "item_type": item["item_type"],
+                    "reason": item["reason"],
+                    "created_at": created,
+                }
+                for item in payload["items"]
+            ]
+        }
+    return {"cancel_charges": [payload]}

@@ -16,14 +16,17 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from itertools import chain
+from operator import attrgetter, itemgetter
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic_core import TzInfo
 
 from contracts.arrow_rows import ArrowRows
 from contracts.tables import Column, Kind, Table
@@ -42,6 +45,9 @@ _DECIMAL_KINDS = frozenset({Kind.MONEY, Kind.QUANTITY})
 _FOUR_PLACES = Decimal("0.0001")
 _WIDE = Context(prec=60)
 _CONVERSION_ERRORS = (pa.ArrowException, ArithmeticError, TypeError, ValueError)
+_TZINFO = attrgetter("tzinfo")
+_ZONE_TYPES = frozenset({timezone, type(TzInfo(0)), ZoneInfo})
+"""tzinfo classes whose `utcoffset` is never None: an aware datetime stays aware."""
 
 
 def partition_dir(root: Path, table: Table, day: date) -> Path:
@@ -91,12 +97,30 @@ def to_arrow(table: Table, rows: Sequence[Mapping[str, object]]) -> pa.Table:
     Missing keys are nulls; unknown keys are an error (a typo would otherwise become a silent null).
     Decimals are rounded half-even to 4 places; floats are refused for money and quantities.
     """
-    names = frozenset(table.column_names)
-    unknown = set(chain.from_iterable(rows)) - names
-    if unknown:
-        raise RowSchemaError(f"{table.name} has no column {', '.join(sorted(unknown))}")
-    arrays = [_column_array(table, column, [row.get(column.name) for row in rows]) for column in table.columns]
+    columns = _full_columns(table, rows)
+    if columns is None:
+        names = frozenset(table.column_names)
+        unknown = set(chain.from_iterable(rows)) - names
+        if unknown:
+            raise RowSchemaError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+        columns = [[row.get(column.name) for row in rows] for column in table.columns]
+    arrays = [_column_array(table, column, values) for column, values in zip(table.columns, columns, strict=True)]
     return pa.Table.from_arrays(arrays, schema=table.arrow_schema())
+
+
+def _full_columns(table: Table, rows: Sequence[Mapping[str, object]]) -> list[Sequence[object]] | None:
+    """The rows' values column by column when every row has exactly the table's columns (as decoded rows
+    do), transposed in C; None otherwise (`to_arrow` then takes each column with `get`)."""
+    names = table.column_names
+    if len(names) < 2 or not set(map(len, rows)) <= {len(names)}:
+        return None
+    try:
+        values = list(map(itemgetter(*names), rows))  # as many keys as columns, and every column: no others
+    except (KeyError, TypeError):
+        return None
+    if not values:
+        return [() for _ in names]
+    return list(zip(*values, strict=True))
 
 
 def split_by_day(table: Table, frame: pa.Table) -> list[tuple[date, pa.Table]]:
@@ -116,7 +140,25 @@ def split_by_day(table: Table, frame: pa.Table) -> list[tuple[date, pa.Table]]:
     return [(day, frame.filter(pc.equal(days, pa.scalar(day, pa.date32())))) for day in distinct]
 
 
-def _column_array(table: Table, column: Column, values: list[object]) -> pa.Array:
+def _by_day(table: Table, rows: Sequence[Mapping[str, object]]) -> list[tuple[date, pa.Table]]:
+    """`to_arrow` of each UTC day's rows, oldest first: the whole batch converted at once and split by Arrow
+    when every row has a timezone-aware partition time, else row by row (which words the error)."""
+    partition = table.column(table.partition_by)
+    stamps = [row.get(table.partition_by) for row in rows]
+    try:
+        zones = set(map(_TZINFO, stamps))  # None (a missing time) and non-datetimes have no tzinfo
+    except AttributeError:
+        zones = {None}
+    if all(type(zone) in _ZONE_TYPES for zone in zones) and partition.kind is Kind.TIMESTAMP:
+        with contextlib.suppress(RowSchemaError):
+            return split_by_day(table, to_arrow(table, rows))
+    return [(day, to_arrow(table, day_rows)) for day, day_rows in group_by_day(table, rows).items()]
+
+
+def _column_array(table: Table, column: Column, values: Sequence[object]) -> pa.Array:
+    fast = _plain_array(column, values)
+    if fast is not None:
+        return fast
     where = f"{table.name}.{column.name}"
     try:
         if column.kind in _DECIMAL_KINDS:
@@ -128,6 +170,26 @@ def _column_array(table: Table, column: Column, values: list[object]) -> pa.Arra
         return pa.array(values, type=column.arrow_type)
     except _CONVERSION_ERRORS as exc:
         raise RowSchemaError(f"{where} does not fit {column.arrow_type}: {exc}") from exc
+
+
+def _plain_array(column: Column, values: Sequence[object]) -> pa.Array | None:
+    """The column's array when building it needs no per-value Python work, else None (`_column_array` then
+    converts with the checks and rounding, and words any error).
+
+    Decimals that already fit 4 places convert exactly as rounded ones would (Arrow refuses, rather than
+    rounds, a value that would lose digits); timestamps whose zones all have an offset for every instant
+    (fixed offsets, IANA zones) cannot be naive.
+    """
+    try:
+        if column.kind is Kind.TIMESTAMP:
+            zones = set(map(_TZINFO, filter(None, values)))
+            if not all(type(zone) in _ZONE_TYPES for zone in zones):
+                return None
+        elif column.kind not in _DECIMAL_KINDS:
+            return None
+        return pa.array(values, type=column.arrow_type)
+    except (*_CONVERSION_ERRORS, AttributeError):
+        return None
 
 
 def _four_places(value: Decimal) -> Decimal:
@@ -165,10 +227,7 @@ class LakeWriter:
                     (partition_dir(self._root, table, day), frame) for day, frame in split_by_day(table, rows.table)
                 ]
             else:
-                frames += [
-                    (partition_dir(self._root, table, day), to_arrow(table, day_rows))
-                    for day, day_rows in group_by_day(table, rows).items()
-                ]
+                frames += [(partition_dir(self._root, table, day), frame) for day, frame in _by_day(table, rows)]
         return [self._publish(frame, directory, batch_id) for directory, frame in frames]
 
     def write_arrow(self, table: Table, frame: pa.Table, batch_id: str) -> list[Path]:
