@@ -8,7 +8,8 @@ input rows (each line in ~4 files, so ~rows/4 distinct lines). Each side runs in
 reports its own peak RSS:
 
 (a) ours, per file: the files in publication order, one at a time as production receives them: each applied
-    through `ReportApplier` into a Parquet lake (`LakeSink`, as `jwo ingest intraday` wires it), then
+    through `ReportApplier` into a Parquet lake (`MergingSink` over `LakeSink`, as `jwo ingest intraday` wires
+    it: the lines merged into each day's one current file before the ledger row), then
     `select count(*) from intraday_order_lines` through `warehouse.query.run_query` (the de-duplicated view)
     before the next. `ours_apply_*` is the applying alone, `ours_query_s` the 96 count queries.
 (b) ours, backfill: all files applied, then one count query.
@@ -94,13 +95,16 @@ def run_ours(folder: Path, work: Path, *, per_file_query: bool) -> None:
     from ingest.intraday import FileId
     from ingest.reports import ReportApplier
     from ingest.settings import IngestSettings
+    from jwo.intraday import MergingSink
     from jwo.runtime import LakeSink
     from warehouse.lake import LakeWriter
     from warehouse.query import run_query
 
     lake = work / "lake"
     applier = ReportApplier(
-        LakeSink(LakeWriter(lake), None), lambda: datetime.now(UTC), columns=IngestSettings().intraday.columns
+        MergingSink(LakeSink(LakeWriter(lake), None), lake),
+        lambda: datetime.now(UTC),
+        columns=IngestSettings().intraday.columns,
     )
 
     def count() -> int:

@@ -1,7 +1,16 @@
-"""Wiring of the Intra-Day report ingest: the reports-queue consumer, `jwo ingest intraday` and the ledger.
+"""Wiring of the Intra-Day report ingest: the reports-queue consumer, `jwo ingest intraday`, the ledger, and
+`jwo replay intraday`.
 
 The ledger of applied files is the `intraday_files` table in the lake; a `ReportApplier` starts with what it
 holds (read through `warehouse.query.run_query`, never the writer's DuckDB file).
+
+`intraday_order_lines` is merged on write (`MergingSink`, `warehouse.merge`): after a file's lines are published,
+each day they touch is merged into that day's one de-duplicated current file, then the ledger row is written.
+A reader reads one file per day instead of every file of the day.
+
+`replay_day` re-applies the files the ledger says were published on a UTC day, from their raw bytes in
+`lake/_landing/`, into another lake, with the clock set to each file's recorded `applied_at`: the replayed
+tables are the same files with the same bytes.
 """
 
 from __future__ import annotations
@@ -9,22 +18,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from contracts.arrow_rows import ArrowRows
 from contracts.aws import AwsEndpoint
-from contracts.tables import INTRADAY_FILES
+from contracts.tables import INTRADAY_FILES, INTRADAY_ORDER_LINES, TABLES
 from ingest.adapters.fs_landing import LandingDir
 from ingest.adapters.s3_reports import S3Reports
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.intraday import FileId
 from ingest.ports import TableSink
-from ingest.reports import IntradayStats, ReportApplier, ReportConsumer
-from ingest.settings import IngestSettings
+from ingest.reports import LEDGER_TABLE, LINES_TABLE, IntradayStats, ReportApplier, ReportConsumer
+from ingest.settings import IngestSettings, IntradaySettings
+from warehouse.lake import LakeWriter, group_by_day, partition_dir
+from warehouse.merge import merge_partition, merge_table
 from warehouse.query import run_query
 
 log = logging.getLogger("jwo.intraday")
@@ -42,10 +56,46 @@ def applied_files(lake_dir: Path) -> set[FileId]:
     return {FileId(str(b), str(k), str(e)) for b, k, e in result.rows}
 
 
+class MergingSink:
+    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged: one current file per day.
+
+    A report file's batch is published in three steps: its lines and quarantined rows, then each day its lines
+    touch is merged (`warehouse.merge.merge_partition`), then its ledger row. A crash before the ledger row
+    leaves the file unapplied (it is applied again, rewriting the same files; merging is idempotent); a crash
+    after it leaves at most files the view still de-duplicates, merged by the next write or start.
+    """
+
+    def __init__(self, sink: TableSink, lake_dir: Path) -> None:
+        self._sink = sink
+        self._lake_dir = lake_dir
+
+    def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
+        ledger = rows.get(LEDGER_TABLE)
+        self._sink.write({name: batch for name, batch in rows.items() if name != LEDGER_TABLE}, batch_id)
+        for day in line_days(rows.get(LINES_TABLE, ())):
+            merge_partition(INTRADAY_ORDER_LINES, partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day))
+        if ledger:
+            self._sink.write({LEDGER_TABLE: ledger}, batch_id)
+
+
+def line_days(lines: Sequence[Mapping[str, object]]) -> list[date]:
+    """The UTC days (`order_time`) of a batch of `intraday_order_lines` rows, oldest first."""
+    if isinstance(lines, ArrowRows):
+        stamps = lines.table.column(INTRADAY_ORDER_LINES.partition_by)
+        return sorted(d for d in pc.unique(pc.cast(stamps, pa.date32())).to_pylist() if d is not None)
+    return list(group_by_day(INTRADAY_ORDER_LINES, lines))
+
+
 def build_applier(ingest: IngestSettings, lake_dir: Path, sink: TableSink) -> ReportApplier:
+    """The applier over the lake's ledger, with lines merged on write; days a crash left unmerged merged first."""
     landing = LandingDir(lake_dir / LANDING_DIR) if ingest.intraday.keep_raw_files else None
+    merge_table(lake_dir, INTRADAY_ORDER_LINES)
     return ReportApplier(
-        sink, utc_now, columns=ingest.intraday.columns, applied=applied_files(lake_dir), landing=landing
+        MergingSink(sink, lake_dir),
+        utc_now,
+        columns=ingest.intraday.columns,
+        applied=applied_files(lake_dir),
+        landing=landing,
     )
 
 
@@ -134,4 +184,97 @@ async def ingest_sources(
         await asyncio.to_thread(apply_local, applier, path)
         done += 1
         progress(done, total)
+    return applier.stats
+
+
+# --------------------------------------------------------------------------- jwo replay intraday
+
+
+class ReplayError(RuntimeError):
+    """The day cannot be replayed (a raw file missing from the landing zone, or the target is the source)."""
+
+
+class _LakeTablesSink:
+    """The plain lake TableSink (Parquet files only; `jwo.runtime.LakeSink` without the DuckDB views)."""
+
+    def __init__(self, writer: LakeWriter) -> None:
+        self._writer = writer
+
+    def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
+        self._writer.write_tables({TABLES[name]: batch for name, batch in rows.items() if batch}, batch_id)
+
+
+class _LedgerClock:
+    """The replay's clock: the `applied_at` the ledger recorded for the file being applied."""
+
+    def __init__(self) -> None:
+        self.at = datetime.fromtimestamp(0, UTC)
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def day_ledger(lake_dir: Path, day: date) -> list[tuple[FileId, datetime, str, datetime]]:
+    """(file, published_at, content_sha256, applied_at) of every file published on the UTC day, in publication
+    order (then application order)."""
+    start = datetime.combine(day, datetime.min.time(), UTC)
+    end = start + timedelta(days=1)
+    sql = (
+        "select bucket, key, etag, published_at, content_sha256, applied_at from intraday_files"
+        f" where published_at >= '{start.isoformat()}'::timestamptz and published_at < '{end.isoformat()}'::timestamptz"
+        " order by published_at, applied_at, bucket, key, etag"
+    )
+    rows = run_query(lake_dir, sql, tables=[INTRADAY_FILES]).rows
+    found = []
+    for bucket, key, etag, published_at, sha, applied_at in rows:
+        assert isinstance(published_at, datetime)
+        assert isinstance(applied_at, datetime)
+        found.append((FileId(str(bucket), str(key), str(etag)), published_at, str(sha), applied_at))
+    return found
+
+
+def replay_day(
+    lake_dir: Path,
+    day: date,
+    into: Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> IntradayStats:
+    """Re-apply the files published on the UTC `day` (per the ledger) from `lake_dir/_landing` into the lake `into`.
+
+    Each file is applied as it was first applied: same (bucket, key, ETag), publication time and `applied_at`,
+    in publication order, merged on write. Into a fresh lake this gives the original `intraday_order_lines`,
+    `quarantine` and `intraday_files` files byte for byte when the original lake holds that day only (a later
+    day's late rows land in the same partitions); replaying every day in turn into one lake gives the whole
+    lake. Files already in `into`'s ledger are skipped, so an interrupted replay can be run again.
+    Raises ReplayError when a raw file is missing or altered, or `into` is `lake_dir`.
+    """
+    if into.resolve() == lake_dir.resolve():
+        raise ReplayError("replay into another folder than the lake itself")
+    ledger = day_ledger(lake_dir, day)
+    landing = LandingDir(lake_dir / LANDING_DIR)
+    sources: list[tuple[FileId, datetime, Path, datetime]] = []
+    for file, published_at, sha, applied_at in ledger:
+        path = landing.find(sha)
+        if path is None:
+            raise ReplayError(f"{file.source_key} (sha256 {sha}) is not in {landing.directory}")
+        sources.append((file, published_at, path, applied_at))
+    into.mkdir(parents=True, exist_ok=True)
+    clock = _LedgerClock()
+    applier = ReportApplier(
+        MergingSink(_LakeTablesSink(LakeWriter(into)), into),
+        clock,
+        columns=IntradaySettings().columns if columns is None else columns,
+        applied=applied_files(into),
+        landing=LandingDir(into / LANDING_DIR),
+    )
+    for done, (file, published_at, path, applied_at) in enumerate(sources, start=1):
+        content = path.read_bytes()
+        if hashlib.sha256(content).hexdigest() != path.name.split(".", 1)[0]:
+            raise ReplayError(f"{path} does not hold the content its name says")
+        clock.at = applied_at
+        applier.apply_bytes(file, content, published_at)
+        progress(done, len(sources))
+    log.info("intraday day replayed", extra={"day": day.isoformat(), "files": len(sources), "into": str(into)})
     return applier.stats

@@ -6,7 +6,8 @@ exactly as the views do it, row groups up to `ROW_GROUP_ROWS`), published atomic
 derives from its inputs, and only then removes the inputs. A crash in between leaves the inputs beside
 the merged file: the views de-duplicate on the key, so readers see the same rows, and the next run
 merges again. Files that already hold `min_rows` rows are left alone, so the work per run is bounded.
-Only the lake's one writer process runs this.
+Only the lake's one writer process runs this. A day kept merged on write (`merge.py`: it has a current file)
+is left to its merges, and the partition's merge lock is held while compacting, so the two never interleave.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.parquet as pq
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
 from warehouse.lake import COMPRESSION, fsync_dir
+from warehouse.merge import CURRENT_NAME, partition_lock
 from warehouse.views import files_select_sql, quote_literal
 
 MIN_ROWS = 100_000
@@ -43,7 +45,17 @@ def rows_in(path: Path) -> int:
 
 
 def compact_partition(table: Table, directory: Path, *, min_rows: int = MIN_ROWS) -> Compaction | None:
-    """Merge the partition's small files into one; None when there are fewer than two small files."""
+    """Merge the partition's small files into one; None when there are fewer than two small files, or when the
+    partition is merged on write (it has a current file)."""
+    if not directory.is_dir() or (directory / CURRENT_NAME).exists():
+        return None
+    with partition_lock(directory):
+        if (directory / CURRENT_NAME).exists():
+            return None
+        return _compact_locked(table, directory, min_rows)
+
+
+def _compact_locked(table: Table, directory: Path, min_rows: int) -> Compaction | None:
     small = sorted((p, n) for p in directory.glob("*.parquet") if p.is_file() and (n := rows_in(p)) < min_rows)
     if len(small) < 2:
         return None

@@ -26,7 +26,7 @@ from ingest.intraday import ReportObject
 from ingest.reports import ReportApplier, ReportConsumer
 from ingest.settings import IngestSettings
 from jwo.aws_resources import EmbeddedAws, ResourceNames, provision
-from jwo.intraday import applied_files, build_applier
+from jwo.intraday import MergingSink, applied_files, build_applier
 from jwo.runtime import LakeSink
 from simulator.intraday import IntradayConfig, IntradayDay, build_day, publish_day
 from warehouse.lake import LakeWriter
@@ -91,7 +91,7 @@ def test_any_order_with_any_duplicates_and_a_restart_gives_the_answer_key(
     etags = [store.put("b", f.key, f.content) for f in DAY.files]
     with tempfile.TemporaryDirectory() as tmp:
         lake = Path(tmp)
-        sink = LakeSink(LakeWriter(lake), None)
+        sink = MergingSink(LakeSink(LakeWriter(lake), None), lake)  # lines merged on write, as jwo wires it
 
         def fresh() -> ReportApplier:  # a restarted process reads the ledger back from the lake
             return ReportApplier(sink, time_now, columns=IngestSettings().intraday.columns, applied=applied_files(lake))
