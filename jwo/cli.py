@@ -22,6 +22,7 @@ from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from connectors.errors import ImportFileError
 from connectors.imports import import_catalog_file, import_shoppers_file, parse_shoppers
 from connectors.ports import Shopper
+from contracts.tables import INTRADAY_ORDER_LINES
 from ingest.intraday import ReportFileError
 from jwo import logs
 from jwo.intraday import ReplayError, build_applier, ingest_sources, replay_day
@@ -31,6 +32,7 @@ from jwo.settings import Settings
 from reconcile.job import DebtNotFoundError
 from warehouse.errors import WarehouseError
 from warehouse.lake import LakeWriter
+from warehouse.merge import merge_table
 from warehouse.query import run_query
 from warehouse.render import render
 
@@ -273,7 +275,9 @@ def ingest_intraday(
 ) -> None:
     """Apply Intra-Day report files (each file version once; rows upserted latest-wins; bad rows quarantined)."""
     settings = _settings()
-    applier = build_applier(settings.ingest, settings.lake_dir, LakeSink(LakeWriter(settings.lake_dir), None))
+    applier = build_applier(
+        settings.ingest, settings.lake_dir, LakeSink(LakeWriter(settings.lake_dir), None), merge_each_file=False
+    )
     endpoint = None if settings.embedded else settings.endpoint()
     if endpoint is None and any(s.startswith("s3://") for s in sources):
         raise _fail("an s3:// source needs AWS (set JWO_AWS_MODE=aws or JWO_AWS_ENDPOINT_URL)")
@@ -285,6 +289,8 @@ def ingest_intraday(
                     applier, sources, endpoint, lambda done, total: progress.update(task, completed=done, total=total)
                 )
             )
+            progress.update(task, description="merging each day's lines")
+            merge_table(settings.lake_dir, INTRADAY_ORDER_LINES)  # once, not after every file of a backfill
         except (ReportFileError, WarehouseError, OSError) as exc:
             raise _fail(str(exc)) from None
     table = RichTable(title="Intra-Day reports", show_header=False)

@@ -65,15 +65,17 @@ class MergingSink:
     after it leaves at most files the view still de-duplicates, merged by the next write or start.
     """
 
-    def __init__(self, sink: TableSink, lake_dir: Path) -> None:
+    def __init__(self, sink: TableSink, lake_dir: Path, *, merge_each_file: bool = True) -> None:
         self._sink = sink
         self._lake_dir = lake_dir
+        self._merge_each_file = merge_each_file
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         ledger = rows.get(LEDGER_TABLE)
         self._sink.write({name: batch for name, batch in rows.items() if name != LEDGER_TABLE}, batch_id)
-        for day in line_days(rows.get(LINES_TABLE, ())):
-            merge_partition(INTRADAY_ORDER_LINES, partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day))
+        if self._merge_each_file:
+            for day in line_days(rows.get(LINES_TABLE, ())):
+                merge_partition(INTRADAY_ORDER_LINES, partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day))
         if ledger:
             self._sink.write({LEDGER_TABLE: ledger}, batch_id)
 
@@ -86,12 +88,17 @@ def line_days(lines: Sequence[Mapping[str, object]]) -> list[date]:
     return list(group_by_day(INTRADAY_ORDER_LINES, lines))
 
 
-def build_applier(ingest: IngestSettings, lake_dir: Path, sink: TableSink) -> ReportApplier:
-    """The applier over the lake's ledger, with lines merged on write; days a crash left unmerged merged first."""
+def build_applier(
+    ingest: IngestSettings, lake_dir: Path, sink: TableSink, *, merge_each_file: bool = True
+) -> ReportApplier:
+    """The applier over the lake's ledger, with lines merged on write; days a crash left unmerged merged first.
+
+    A backfill of many files passes `merge_each_file=False` and calls `merge_table` once at the end: until
+    then the view still de-duplicates the day's files, and a crash is merged by the next start."""
     landing = LandingDir(lake_dir / LANDING_DIR) if ingest.intraday.keep_raw_files else None
     merge_table(lake_dir, INTRADAY_ORDER_LINES)
     return ReportApplier(
-        MergingSink(sink, lake_dir),
+        MergingSink(sink, lake_dir, merge_each_file=merge_each_file),
         utc_now,
         columns=ingest.intraday.columns,
         applied=applied_files(lake_dir),

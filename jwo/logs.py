@@ -47,18 +47,26 @@ class _Enqueue(logging.handlers.QueueHandler):
         return record
 
 
+def _stop_listener() -> None:
+    """Flush and stop the current listener (at exit, or before a new configuration)."""
+    global _listener
+    if _listener is not None:
+        listener, _listener = _listener, None
+        listener.stop()
+
+
 def configure(level: str, fmt: str, stream: object = None) -> None:
     """Log to `stream` (stderr) through a queue: the thread that logs (the connectors' event loop, for a
     request line) only enqueues the record; a listener thread formats and writes it. Flushed at exit."""
     global _listener
+    if _listener is None:
+        atexit.register(_stop_listener)
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s %(message)s"))
-    if _listener is not None:
-        _listener.stop()
+    _stop_listener()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     _listener = logging.handlers.QueueListener(records, handler, respect_handler_level=True)
     _listener.start()
-    atexit.register(_listener.stop)
     root = logging.getLogger()
     root.handlers[:] = [_Enqueue(records)]
     root.setLevel(level.upper())
