@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, cast
@@ -60,15 +60,7 @@ def decline_alerts_for_rows(rows: Iterable[Mapping[str, object]]) -> list[Alert]
 
 def alert_payload(alert: Alert) -> dict[str, str]:
     """The JSON body sent to external sinks (webhook, SNS)."""
-    return {
-        "alert_id": alert.alert_id,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "store_id": alert.store_id,
-        "shopping_trip_id": alert.shopping_trip_id,
-        "message": alert.message,
-        "created_at": alert.created_at.isoformat(),
-    }
+    return {**asdict(alert), "created_at": alert.created_at.isoformat()}
 
 
 # --------------------------------------------------------------------------- threshold evaluators

@@ -18,9 +18,7 @@ Run as a script, this module is that child process: `python -m tests.e2e.test_in
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -35,13 +33,13 @@ import pytest
 
 from contracts.tables import TABLES
 from ingest.ports import Received
+from tests.children import kill, start_child
 from tests.ingest_traffic import queue_bodies
 from tests.integration.test_ingest_exactly_once import SOURCE, duplicates
 from warehouse.lake import TEMP_GLOB
 from warehouse.query import fetch, open_reader
 from warehouse.views import quote_identifier
 
-ROOT = Path(__file__).resolve().parents[2]
 ENVELOPES = 50_000
 CHUNK = 5_000
 KILLS = 20
@@ -181,25 +179,7 @@ def consume_forever(queue_path: Path, home: Path) -> None:
 
 def start_consumer(queue_path: Path, home: Path) -> tuple[subprocess.Popen[str], int]:
     """Start the child and wait until it consumes; returns it and how many temp files its janitor removed."""
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.test_ingest_kill9", str(queue_path), str(home)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    assert line.startswith("ready "), f"the consumer did not start (exit code {child.poll()})"
-    return child, int(line.split()[1])
-
-
-def kill(child: subprocess.Popen[str]) -> None:
-    if child.poll() is None:
-        os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=10)
-    if child.stdout is not None:
-        child.stdout.close()
+    return start_child("tests.e2e.test_ingest_kill9", str(queue_path), str(home))
 
 
 def temp_files(lake: Path) -> list[Path]:

@@ -10,9 +10,7 @@ Run as a script: `python -m tests.integration.test_lake_kill9 LAKE FIRST_BATCH`.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -24,12 +22,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from contracts.tables import PURCHASES
+from tests.children import kill, start_child
 from tests.integration.test_warehouse_lake import purchase
 from warehouse import lake as lake_module
 from warehouse.lake import TEMP_GLOB, LakeWriter, janitor
 from warehouse.query import run_query
 
-ROOT = Path(__file__).resolve().parents[2]
 KILLS = 30
 END_TIME = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -69,25 +67,7 @@ def write_forever(lake: Path, first: int) -> None:
 
 
 def start_writer(lake: Path, first: int) -> tuple[subprocess.Popen[str], int]:
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.test_lake_kill9", str(lake), str(first)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    assert line.startswith("ready "), f"the writer did not start (exit code {child.poll()})"
-    return child, int(line.split()[1])
-
-
-def kill(child: subprocess.Popen[str]) -> None:
-    if child.poll() is None:
-        os.kill(child.pid, signal.SIGKILL)
-    child.wait(timeout=10)
-    if child.stdout is not None:
-        child.stdout.close()
+    return start_child("tests.integration.test_lake_kill9", str(lake), str(first))
 
 
 @pytest.mark.slow
