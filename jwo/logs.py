@@ -10,6 +10,7 @@ import logging.handlers
 import queue
 import sys
 from datetime import UTC, datetime
+from typing import TextIO
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -47,6 +48,15 @@ class _Enqueue(logging.handlers.QueueHandler):
         return record
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record is written, not when logging was configured (a
+    command run inside a test runner must not keep the runner's closed capture stream)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _stop_listener() -> None:
     """Flush and stop the current listener (at exit, or before a new configuration)."""
     global _listener
@@ -55,13 +65,18 @@ def _stop_listener() -> None:
         listener.stop()
 
 
-def configure(level: str, fmt: str, stream: object = None) -> None:
+def shutdown() -> None:
+    """Flush and stop the log listener (tests that ran a CLI command restore logging with this)."""
+    _stop_listener()
+
+
+def configure(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """Log to `stream` (stderr) through a queue: the thread that logs (the connectors' event loop, for a
     request line) only enqueues the record; a listener thread formats and writes it. Flushed at exit."""
     global _listener
     if _listener is None:
         atexit.register(_stop_listener)
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler: logging.Handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter("%(levelname)s %(name)s %(message)s"))
     _stop_listener()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()

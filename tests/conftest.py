@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import base64
+import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,6 +19,7 @@ from connectors.pricing import CatalogItem
 from connectors.service import ConnectorService
 from connectors.settings import ConnectorSettings
 from contracts.messages import Envelope, decode_envelope
+from jwo import logs
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
@@ -164,3 +166,15 @@ def make_client(service: ConnectorService) -> Callable[[ConnectorSettings], Test
         return TestClient(create_app(service, settings))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A CLI command configures process-wide logging; put the test runner's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    if root.handlers != handlers:
+        logs.shutdown()
+        root.handlers[:] = handlers
+        root.setLevel(level)
