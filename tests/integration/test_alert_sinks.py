@@ -8,7 +8,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -111,12 +111,6 @@ def test_an_unreachable_webhook_fails_within_its_attempts() -> None:
         asyncio.run(scenario())
     assert caught.value.transient
     assert time.monotonic() - started < 3
-
-
-@pytest.fixture
-def aws() -> Iterator[EmbeddedAws]:
-    with EmbeddedAws() as server:
-        yield server
 
 
 def test_the_sns_sink_publishes_to_the_topic_and_the_subscribed_queue_gets_it(aws: EmbeddedAws) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from aiobotocore.session import AioSession, get_session
 
 from contracts.aws import AwsEndpoint
 from jwo.aws_resources import (
@@ -25,6 +23,7 @@ from jwo.aws_resources import (
     queue_depths,
     resolve,
 )
+from tests.aws_clients import shared_session
 
 if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient
@@ -33,18 +32,6 @@ if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
 NAMES = ResourceNames()
-
-
-@pytest.fixture
-def aws() -> Iterator[EmbeddedAws]:
-    with EmbeddedAws() as server:  # stop() resets moto's (process-global) state
-        yield server
-
-
-@functools.cache
-def shared_session() -> AioSession:
-    """One session for the module: each new one re-parses the API models (~0.15 s)."""
-    return get_session()
 
 
 @asynccontextmanager

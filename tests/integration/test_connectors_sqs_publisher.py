@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,6 @@ from contracts.messages import MAX_MESSAGE_BYTES
 from jwo.aws_resources import EmbeddedAws, ResourceNames, provision
 
 ANSWER = StoredResponse("fp", 201, b"{}")
-
-
-@pytest.fixture
-def aws() -> Iterator[EmbeddedAws]:
-    with EmbeddedAws() as embedded:
-        yield embedded
 
 
 def message(seq: int, size: int) -> PendingMessage:

@@ -4,16 +4,13 @@ routes to the eventfeed queue, the consumer with the eventfeed decode lands the 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from aiobotocore.session import AioSession, get_session
 
 from contracts.eventfeed import dumps_exact, loads_exact
 from ingest.adapters.sqs_receiver import SqsReceiver
@@ -24,6 +21,7 @@ from jwo.runtime import LakeSink
 from simulator.eventfeed import Delivery, FeedConfig, build_feed, play_feed, publish_events
 from simulator.scenario import ScenarioConfig, build_scenario
 from simulator.truth import build_answer_key
+from tests.aws_clients import sqs_client
 from warehouse.duck_writer import WarehouseDb
 from warehouse.lake import LakeWriter
 from warehouse.query import run_query
@@ -35,23 +33,6 @@ if TYPE_CHECKING:
 NAMES = ResourceNames(visibility_timeout_seconds=1, max_receive_count=2, receive_wait_seconds=0)
 CLEAN_NAMES = ResourceNames(receive_wait_seconds=0)
 SETTLED_SQL = "select shopping_trip_id, amount from payment_events where sub_type <> 'AuthorizationApproved'"
-
-
-@pytest.fixture
-def aws() -> Iterator[EmbeddedAws]:
-    with EmbeddedAws() as server:  # stop() resets moto's (process-global) state
-        yield server
-
-
-@functools.cache
-def shared_session() -> AioSession:
-    return get_session()
-
-
-@asynccontextmanager
-async def sqs_client(aws: EmbeddedAws) -> AsyncIterator[SQSClient]:
-    async with shared_session().create_client("sqs", **aws.endpoint.client_kwargs()) as client:
-        yield client
 
 
 async def on_queue(sqs: SQSClient, url: str) -> int:

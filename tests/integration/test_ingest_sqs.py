@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +11,6 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
-from aiobotocore.session import AioSession, get_session
 
 from contracts.messages import (
     AuthEvent,
@@ -33,6 +30,7 @@ from ingest.consumer import Consumer
 from ingest.ports import RowsRejectedError
 from jwo.aws_resources import EmbeddedAws, ResourceNames, Resources, provision
 from jwo.runtime import LakeSink
+from tests.aws_clients import sqs_client
 from warehouse.duck_writer import WarehouseDb
 from warehouse.lake import LakeWriter, parquet_files
 from warehouse.query import run_query
@@ -44,23 +42,6 @@ if TYPE_CHECKING:
 # dead-lettered in ~2 s instead of 5 x 30 s.
 NAMES = ResourceNames(visibility_timeout_seconds=1, max_receive_count=2, receive_wait_seconds=0)
 AT = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def aws() -> Iterator[EmbeddedAws]:
-    with EmbeddedAws() as server:  # stop() resets moto's (process-global) state
-        yield server
-
-
-@functools.cache
-def shared_session() -> AioSession:
-    return get_session()
-
-
-@asynccontextmanager
-async def sqs_client(aws: EmbeddedAws) -> AsyncIterator[SQSClient]:
-    async with shared_session().create_client("sqs", **aws.endpoint.client_kwargs()) as client:
-        yield client
 
 
 def body(message_type: MessageType, key: str, payload: Payload) -> str:

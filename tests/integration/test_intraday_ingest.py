@@ -8,12 +8,11 @@ import hashlib
 import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 from aiobotocore.session import get_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -133,12 +132,6 @@ async def until(done: Callable[[], bool], within: float) -> None:
 
 
 NAMES = ResourceNames(visibility_timeout_seconds=2, receive_wait_seconds=0)
-
-
-@pytest.fixture
-def aws() -> Iterator[EmbeddedAws]:
-    with EmbeddedAws() as server:
-        yield server
 
 
 def test_one_file_goes_from_notification_to_queryable_within_5_seconds(aws: EmbeddedAws, tmp_path: Path) -> None:
