@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import ClientError
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -102,6 +103,11 @@ class ResourceMissingError(Exception):
             f"{len(missing)} AWS resource(s) missing at {where}: {', '.join(missing)}. "
             "Create them with infra/terraform (real AWS) or provision() (an emulator)."
         )
+
+
+def receive_config(wait_seconds: int) -> AioConfig:
+    """Client config for a queue consumer: a long poll of `wait_seconds` must fit in the read timeout."""
+    return AioConfig(connect_timeout=2, read_timeout=wait_seconds + 10, retries={"max_attempts": 3, "mode": "standard"})
 
 
 # --------------------------------------------------------------------------- embedded emulator

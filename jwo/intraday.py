@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from contracts.arrow_rows import ArrowRows
@@ -37,6 +36,7 @@ from ingest.intraday import FileId
 from ingest.ports import TableSink
 from ingest.reports import LEDGER_TABLE, LINES_TABLE, IntradayStats, ReportApplier, ReportConsumer
 from ingest.settings import IngestSettings, IntradaySettings
+from jwo.aws_resources import receive_config
 from warehouse.lake import LakeWriter, group_by_day, partition_dir
 from warehouse.merge import merge_partition, merge_table
 from warehouse.query import run_query
@@ -117,9 +117,7 @@ async def run_reports_consumer(
     started: Callable[[ReportConsumer], None] = lambda _: None,
 ) -> None:
     """The reports-queue consumer's whole life: run until `stop` is set."""
-    config = AioConfig(
-        connect_timeout=2, read_timeout=ingest.wait_seconds + 10, retries={"max_attempts": 3, "mode": "standard"}
-    )
+    config = receive_config(ingest.wait_seconds)
     session = get_session()
     kwargs = endpoint.client_kwargs()
     applier = await asyncio.to_thread(build_applier, ingest, lake_dir, sink)

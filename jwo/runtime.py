@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -20,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import uvicorn
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
@@ -39,7 +39,7 @@ from ingest.eventfeed import rows_for_event
 from ingest.ports import RowsRejectedError
 from ingest.reports import ReportConsumer
 from jwo.alerts import lake_backlog, open_alerting
-from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, resolve
+from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, receive_config, resolve
 from jwo.intraday import run_reports_consumer
 from jwo.loops import BackgroundLoop
 from jwo.reconcile_facts import build_job, run_on_schedule
@@ -257,10 +257,6 @@ async def _serve_metrics(
     return server
 
 
-def _receive_config(wait_seconds: int) -> AioConfig:
-    return AioConfig(connect_timeout=2, read_timeout=wait_seconds + 10, retries={"max_attempts": 3, "mode": "standard"})
-
-
 async def _supervise(consumer: Consumer, stop: asyncio.Event) -> None:
     """Run a consumer until stopped; if it crashes, log it and start it again after a pause."""
     while not stop.is_set():
@@ -343,7 +339,7 @@ async def _run_consumers(
     try:
         stop = asyncio.Event()
         ing = settings.ingest
-        config = _receive_config(ing.wait_seconds)
+        config = receive_config(ing.wait_seconds)
         queues = {  # consumer source (the queue name) -> (queue, what its bodies mean)
             settings.resources.events_queue: (resources.events, rows_for_message),
             settings.resources.eventfeed_queue: (resources.eventfeed, rows_for_event),
@@ -423,7 +419,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
         metrics = Metrics()
         refresh_consumers = _consumer_gauges(metrics, pipeline.consumers, pipeline.depths, pipeline.reports)
         consumers_done: asyncio.Future[None] | None = None
-        consumers_stop: Callable[[], None] = lambda: None  # noqa: E731
+        stop_consumers: Callable[[], None] | None = None
 
         if consumers:
             removed = janitor(settings.lake_dir)
@@ -454,9 +450,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             )
             started, consumer_stop_event = await asyncio.wrap_future(consumers_ready)
             pipeline.consumers.extend(started)
-
-            def consumers_stop() -> None:
-                consumer_loop.call(consumer_stop_event.set)
+            stop_consumers = functools.partial(consumer_loop.call, consumer_stop_event.set)
 
         relay: RelayProcess | None = None
         if connectors:
@@ -477,7 +471,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             )
             stack.callback(relay.kill)
             await relay.ready()
-            relay_handle = relay
+            relay_counters = relay  # a name the metrics closure sees as never None
 
             service = ConnectorService(directory, outbox, utc_now, default_currency=cs.default_currency)
 
@@ -485,8 +479,8 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 depth, age = outbox.stats(utc_now())
                 metrics.outbox_depth.set(depth)
                 metrics.outbox_age.set(age)
-                metrics.relay_errors.set(relay_handle.errors.value)
-                metrics.relay_sent.set(relay_handle.sent.value)
+                metrics.relay_errors.set(relay_counters.errors.value)
+                metrics.relay_sent.set(relay_counters.sent.value)
                 refresh_consumers()
 
             app = create_app(service, cs, metrics=metrics, refresh_metrics=refresh_metrics)
@@ -537,6 +531,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 await relay.stop()  # the relay drains the outbox, then ends
             if cloud.embedded is not None and pipeline.consumers and not await pipeline.settle(within=30.0):
                 log.warning("the embedded queues still held messages at shutdown")
-            consumers_stop()
+            if stop_consumers is not None:
+                stop_consumers()
             if consumers_done is not None:
                 await asyncio.gather(consumers_done, return_exceptions=True)
