@@ -132,7 +132,7 @@ DAILY_SETTLEMENT = Table(
         _c("authorized", M),
         _c("captured", M),
         _c("declined", M),
-        _c("refunded", M, "refunds issued (0 until refunds are recorded)"),
+        _c("refunded", M, "Σ refunds Amazon accepted (refunds.status REFUNDED) of this day's trips in this store"),
         _c("outstanding", M),
         _c("matched_share", Q, "matched trips / trips with a non-empty cart, 4 places (1 when there are none)"),
         _c("exceptions", N, "trips in a state finance must work through"),

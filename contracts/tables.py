@@ -332,3 +332,8 @@ TABLES: dict[str, Table] = {
 from contracts.reconcile_tables import RECONCILE_TABLES  # noqa: E402
 
 TABLES.update((t.name, t) for t in RECONCILE_TABLES)
+
+# Refunds (the payment side we drive) likewise.
+from contracts.payment_tables import PAYMENT_TABLES  # noqa: E402
+
+TABLES.update((t.name, t) for t in PAYMENT_TABLES)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.ports import BadDebt, RetailerAdmin
+from contracts.payment_tables import REFUNDS
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from reconcile.job import ReconcileJob
 from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
@@ -40,6 +41,10 @@ def _ids(trip_ids: Sequence[str]) -> str:
 
 def _dicts(result: QueryResult) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+def _cents(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"))
 
 
 def _ts(moment: datetime) -> str:
@@ -166,6 +171,17 @@ class LakeFacts:
         listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
         rows = self._query(f"select * from {DAILY_SETTLEMENT.name} where business_date in ({listed})")
         return {(s.business_date, s.store_id): s for s in map(settlement_from_row, rows)}
+
+    def refunded(self, days: Sequence[date]) -> dict[tuple[date, str], Decimal]:
+        """Σ REFUNDED refunds per (the trip's business day, store): `daily_settlement.refunded`."""
+        if not days:
+            return {}
+        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
+        rows = self._query(
+            f"select business_date, store_id, sum(amount) as refunded from {REFUNDS.name} "
+            f"where status = 'REFUNDED' and business_date in ({listed}) group by all"
+        )
+        return {(r["business_date"], r["store_id"]): _cents(r["refunded"]) for r in rows}
 
 
 class RetailerDebtLedger:

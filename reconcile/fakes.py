@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
+from contracts.payment_tables import REFUNDS
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.tables import Table
-from reconcile.errors import AlertDeliveryError
+from reconcile.errors import AlertDeliveryError, PaymentRejectedError, PaymentUnavailableError
+from reconcile.payments import (
+    PaymentReply,
+    PaymentRequest,
+    QueuedRequest,
+    Refund,
+    RefundableTrip,
+    decode_json,
+    refund_from_row,
+    refunded_per_day,
+)
 from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
 from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
 
@@ -97,6 +109,13 @@ class MemoryLake:
         rows = [settlement_from_row(r) for r in self.table(DAILY_SETTLEMENT.name)]
         return {(s.business_date, s.store_id): s for s in rows if s.business_date in set(days)}
 
+    def refunded(self, days: Sequence[date]) -> dict[tuple[date, str], Decimal]:
+        return {k: v for k, v in refunded_per_day(self.refunds()).items() if k[0] in set(days)}
+
+    def refunds(self, shopping_trip_id: str | None = None) -> list[Refund]:
+        rows = sorted((refund_from_row(r) for r in self.table(REFUNDS.name)), key=lambda r: r.requested_at)
+        return [r for r in rows if shopping_trip_id is None or r.shopping_trip_id == shopping_trip_id]
+
 
 def _newer(table: Table, row: Mapping[str, object], old: Mapping[str, object]) -> bool:
     for name in table.latest_by:
@@ -146,3 +165,94 @@ class MemoryAlertSink:
             self.fail_sends -= 1
             raise AlertDeliveryError(f"fake sink: alert {alert.alert_id} not accepted")
         self.sent.append(alert)
+
+
+@dataclass
+class MemoryRefundSource:
+    """`RefundSource` over a MemoryLake's refunds and a dict of the trips' captures."""
+
+    lake: MemoryLake
+    trips: dict[str, RefundableTrip] = field(default_factory=dict)
+
+    def refundable(self, shopping_trip_id: str) -> RefundableTrip | None:
+        trip = self.trips.get(shopping_trip_id)
+        if trip is None:
+            return None
+        counted = [r for r in self.refunds(shopping_trip_id) if r.status in ("REQUESTED", "REFUNDED")]
+        return replace(trip, refunded=sum((r.amount for r in counted), Decimal("0.00")))
+
+    def refunds(self, shopping_trip_id: str | None = None) -> list[Refund]:
+        return self.lake.refunds(shopping_trip_id)
+
+
+@dataclass
+class MemoryPaymentService:
+    """A `PaymentService` that answers from memory. `unavailable` makes the next calls fail transiently,
+    `reject` maps a request id to the errorMsg of a terminal refusal, `declines` refund ids answered DECLINED."""
+
+    calls: list[PaymentRequest] = field(default_factory=list)
+    unavailable: int = 0
+    reject: dict[str, str] = field(default_factory=dict)
+    declines: set[str] = field(default_factory=set)
+
+    async def call(self, request: PaymentRequest) -> PaymentReply:
+        if self.unavailable:
+            self.unavailable -= 1
+            raise PaymentUnavailableError("fake payment service: 503 after retries")
+        if request.request_id in self.reject:
+            raise PaymentRejectedError(self.reject[request.request_id], status_code=400)
+        self.calls.append(request)
+        if request.operation == "refund":
+            body = decode_json(request.body)
+            status = "DECLINED" if request.request_id in self.declines else "APPROVED"
+            return PaymentReply(200, {"refundRequestId": body["refundRequestId"], "status": status})
+        return PaymentReply(200, {})
+
+
+@dataclass
+class MemoryOutbox:
+    """A `RequestOutbox` in memory, with the same claim/lease semantics as the SQLite one."""
+
+    kept: dict[str, QueuedRequest] = field(default_factory=dict)
+
+    def enqueue(self, request: PaymentRequest, now: datetime) -> bool:
+        if request.request_id in self.kept:
+            return False
+        self.kept[request.request_id] = QueuedRequest(request, "QUEUED", 0, now, now)
+        return True
+
+    def claim(
+        self, now: datetime, lease: timedelta, request_id: str | None = None, limit: int = 50
+    ) -> list[QueuedRequest]:
+        due = [
+            q
+            for q in sorted(self.kept.values(), key=lambda q: (q.next_attempt_at or now, q.queued_at))
+            if q.status == "QUEUED"
+            and (q.next_attempt_at is None or q.next_attempt_at <= now)
+            and (request_id is None or q.request.request_id == request_id)
+        ][:limit]
+        out = []
+        for q in due:
+            claimed = replace(q, attempts=q.attempts + 1, next_attempt_at=now + lease)
+            self.kept[q.request.request_id] = claimed
+            out.append(claimed)
+        return out
+
+    def delivered(self, request_id: str, response: str, at: datetime) -> None:
+        q = self.kept[request_id]
+        self.kept[request_id] = replace(q, status="DELIVERED", finished_at=at, response=response, next_attempt_at=None)
+
+    def failed(self, request_id: str, message: str, at: datetime) -> None:
+        q = self.kept[request_id]
+        self.kept[request_id] = replace(q, status="FAILED", finished_at=at, last_error=message, next_attempt_at=None)
+
+    def retry_at(self, request_id: str, message: str, at: datetime, next_attempt_at: datetime) -> None:
+        q = self.kept[request_id]
+        self.kept[request_id] = replace(q, last_error=message, next_attempt_at=next_attempt_at)
+
+    def get(self, request_id: str) -> QueuedRequest | None:
+        return self.kept.get(request_id)
+
+    def requests(self, status: str | None = None, limit: int = 1000) -> list[QueuedRequest]:
+        rows = sorted(self.kept.values(), key=lambda q: q.queued_at, reverse=True)
+        return [q for q in rows if status is None or q.status == status][:limit]

@@ -154,7 +154,8 @@ class ReconcileJob:
         trips = {t.shopping_trip_id: t for t in self._state.trips_on(days)}
         trips.update(results)
         current = self._state.settlements(days)
-        return [s for s in settle(list(trips.values())) if current.get((s.business_date, s.store_id)) != s]
+        refunded = self._state.refunded(days)
+        return [s for s in settle(list(trips.values()), refunded) if current.get((s.business_date, s.store_id)) != s]
 
     def _write(self, batch: Mapping[Table, Sequence[Row]]) -> str | None:
         batch = {table: rows for table, rows in batch.items() if rows}

@@ -1,5 +1,6 @@
 """What reconciliation needs from the outside: facts and its own current rows (the warehouse), somewhere to
-write its rows (the lake), the identity store's debt list (so a debt closes the gate), and where on-call is alerted.
+write its rows (the lake), the identity store's debt list (so a debt closes the gate), where on-call is alerted,
+and Amazon's Payment Service with the durable outbox of requests for it.
 
 Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fakes.py`.
 """
@@ -7,10 +8,12 @@ Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fake
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Literal, Protocol
 
 from contracts.tables import Table
+from reconcile.payments import PaymentReply, PaymentRequest, QueuedRequest, Refund, RefundableTrip
 from reconcile.rules import Alert, Debt, Settlement, TripFacts, TripResult
 
 
@@ -41,6 +44,9 @@ class StateSource(Protocol):
 
     def alert_ids(self, trip_ids: Sequence[str]) -> set[str]: ...
     def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]: ...
+    def refunded(self, days: Sequence[date]) -> dict[tuple[date, str], Decimal]:
+        """Σ of REFUNDED refunds per (the trip's business day, store) on these days (`daily_settlement.refunded`)."""
+        ...
 
 
 class RowSink(Protocol):
@@ -62,3 +68,44 @@ class AlertSink(Protocol):
     at least once: the same alert (same `alert_id`) may be sent again, and receivers de-duplicate on the id."""
 
     async def send(self, alert: Alert) -> None: ...
+
+
+class PaymentService(Protocol):
+    """Amazon's Payment Service (SigV4-signed HTTP). `call` returns the 2xx answer (business outcomes such as a
+    DECLINED refund are data in it); it raises `reconcile.errors.PaymentRejectedError` when Amazon refused the
+    request (terminal: 400 `{"errorMsg"}`) and `PaymentUnavailableError` when no answer came after its retries of
+    429, 5xx and transport errors (transient: try again later)."""
+
+    async def call(self, request: PaymentRequest) -> PaymentReply: ...
+
+
+class RequestOutbox(Protocol):
+    """Durable requests for the Payment Service and their delivery state (QUEUED → DELIVERED | FAILED)."""
+
+    def enqueue(self, request: PaymentRequest, now: datetime) -> bool:
+        """Keep the request until delivered; False when a request with this id is already kept (nothing changes)."""
+        ...
+
+    def claim(
+        self, now: datetime, lease: timedelta, request_id: str | None = None, limit: int = 50
+    ) -> list[QueuedRequest]:
+        """QUEUED requests due at `now` (or the one `request_id`, if due), each hidden from other claims for
+        `lease`: two senders never send the same request at the same time."""
+        ...
+
+    def delivered(self, request_id: str, response: str, at: datetime) -> None: ...
+    def failed(self, request_id: str, message: str, at: datetime) -> None: ...
+    def retry_at(self, request_id: str, message: str, at: datetime, next_attempt_at: datetime) -> None: ...
+    def get(self, request_id: str) -> QueuedRequest | None: ...
+    def requests(self, status: str | None = None, limit: int = 1000) -> list[QueuedRequest]:
+        """Newest first."""
+        ...
+
+
+class RefundSource(Protocol):
+    """What a refund depends on: the trip's captures and store (the warehouse) and the refunds already issued."""
+
+    def refundable(self, shopping_trip_id: str) -> RefundableTrip | None: ...
+    def refunds(self, shopping_trip_id: str | None = None) -> list[Refund]:
+        """Current version of each refund (of the trip, or all), oldest first."""
+        ...
