@@ -26,15 +26,20 @@ from contracts.tables import INTRADAY_ORDER_LINES
 from ingest.intraday import ReportFileError
 from jwo import logs
 from jwo.intraday import ReplayError, build_applier, ingest_sources, replay_day
+from jwo.payments import LakeRefunds, PayoffError, deliver_now, drain_now, issue_refund, open_outbox, settle_debt
 from jwo.reconcile_facts import build_job, settlement_report
 from jwo.runtime import LakeSink, running
 from jwo.settings import Settings
+from reconcile.errors import RefundRefusedError
 from reconcile.job import DebtNotFoundError
+from reconcile.payment_sender import Delivery
+from reconcile.payments import QueuedRequest
 from warehouse.errors import WarehouseError
 from warehouse.lake import LakeWriter
 from warehouse.merge import merge_table
-from warehouse.query import run_query
+from warehouse.query import QueryResult, run_query
 from warehouse.render import render
+from warehouse.views import quote_literal
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 shoppers_app = typer.Typer(help="The identity store: who may enter.", no_args_is_help=True)
@@ -49,6 +54,12 @@ report_app = typer.Typer(help="Finance reports.", no_args_is_help=True)
 app.add_typer(report_app, name="report")
 replay_app = typer.Typer(help="Rebuild tables from the raw files kept in the lake.", no_args_is_help=True)
 app.add_typer(replay_app, name="replay")
+refunds_app = typer.Typer(help="Refunds through Amazon's Payment Service.", no_args_is_help=True)
+app.add_typer(refunds_app, name="refunds")
+payments_app = typer.Typer(
+    help="Requests we owe Amazon's Payment Service (payment-status reports, refunds).", no_args_is_help=True
+)
+app.add_typer(payments_app, name="payments")
 
 console = Console()
 errors = Console(stderr=True)
@@ -355,14 +366,47 @@ def debts_list(open_only: Annotated[bool, typer.Option("--open/--all", help="ope
     sys.stdout.write(render(result, "table"))
 
 
-def _close_debt(trip: str, status: Literal["SETTLED", "WRITTEN_OFF"], amount: Decimal | None) -> None:
-    settings = _settings()
-    with _store() as store:
-        try:
-            debt = build_job(settings.lake_dir, store, settings.reconcile).close_debt(trip, status, amount)
-        except DebtNotFoundError as exc:
-            raise _fail(str(exc)) from None
-    console.print(f"trip {trip}: debt {debt.status} (remaining {debt.amount} {debt.currency})")
+def _amount(text: str | None) -> Decimal | None:
+    if text is None:
+        return None
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise _fail(f"not an amount: {text!r}") from None
+    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
+        raise _fail(f"an amount must be positive, in cents (e.g. 12.34): {text!r}")
+    return value
+
+
+def _try_delivery(settings: Settings, request_id: str, what: str) -> Delivery | None:
+    """One try right after queueing; says what happened (delivered, refused, or still queued and why)."""
+    if not settings.payments.endpoint_url:
+        console.print(
+            f"{what} queued (request {request_id}); no Payment Service endpoint is configured "
+            "(JWO_PAYMENTS__ENDPOINT_URL), so it waits in JWO_HOME/payments.db: see `jwo payments list`"
+        )
+        return None
+    delivery = asyncio.run(deliver_now(settings, request_id))
+    if delivery is None:
+        queued = _outbox_row(settings, request_id)
+        state = queued.status if queued is not None else "unknown"
+        console.print(f"{what}: request {request_id} is {state} (not due for a try now)")
+    elif delivery.outcome == "delivered":
+        console.print(f"{what} delivered to Amazon (request {request_id}): {delivery.detail}")
+    elif delivery.outcome == "failed":
+        console.print(f"[red]{what} refused by Amazon[/red] (request {request_id}): {delivery.detail}")
+    else:
+        when = delivery.next_attempt_at.isoformat(timespec="seconds") if delivery.next_attempt_at else "later"
+        console.print(
+            f"[yellow]{what} queued[/yellow]: Amazon not reachable ({delivery.detail}); `jwo up` (or "
+            f"`jwo payments send`) delivers it, next try from {when} (request {request_id})"
+        )
+    return delivery
+
+
+def _outbox_row(settings: Settings, request_id: str) -> QueuedRequest | None:
+    with open_outbox(settings) as outbox:
+        return outbox.get(request_id)
 
 
 @debts_app.command("settle")
@@ -370,18 +414,135 @@ def debts_settle(
     trip: Annotated[str, typer.Argument(help="the shopping trip id of the debt")],
     amount: Annotated[str | None, typer.Option(help="amount paid (default: the whole debt)")] = None,
 ) -> None:
-    """Record a payoff; a fully paid debt closes and the shopper is admitted at the gate again."""
-    try:
-        paid = Decimal(amount) if amount is not None else None
-    except ArithmeticError:
-        raise _fail(f"not an amount: {amount!r}") from None
-    _close_debt(trip, "SETTLED", paid)
+    """Record a payoff; a fully paid debt closes and the shopper is admitted at the gate again. In an
+    Amazon-managed fraud-and-abuse store (JWO_PAYMENTS__FRAUD_ABUSE_STORES) the payoff is reported to Amazon."""
+    settings = _settings()
+    paid = _amount(amount)
+    with _store() as store:
+        try:
+            payoff = settle_debt(settings, store, trip, paid)
+        except (DebtNotFoundError, PayoffError) as exc:
+            raise _fail(str(exc)) from None
+    debt = payoff.debt
+    console.print(f"trip {trip}: debt {debt.status} (remaining {debt.amount} {debt.currency})")
+    if payoff.request is None:
+        console.print(f"store {debt.store_id} manages its own fraud and abuse: nothing reported to Amazon")
+        return
+    _try_delivery(settings, payoff.request.request_id, "payment-status report")
 
 
 @debts_app.command("write-off")
 def debts_write_off(trip: Annotated[str, typer.Argument(help="the shopping trip id of the debt")]) -> None:
-    """Write the debt off; the shopper is admitted at the gate again."""
-    _close_debt(trip, "WRITTEN_OFF", None)
+    """Write the debt off; the shopper is admitted at our gate again. Nothing is reported to Amazon: no payment was
+    received, and the payment-status report is for payoffs."""
+    settings = _settings()
+    with _store() as store:
+        try:
+            debt = build_job(settings.lake_dir, store, settings.reconcile).close_debt(trip, "WRITTEN_OFF", None)
+        except DebtNotFoundError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"trip {trip}: debt {debt.status} (remaining {debt.amount} {debt.currency})")
+    console.print("not reported to Amazon: a write-off is not a payoff (Amazon keeps its own view of the card)")
+
+
+@refunds_app.command("issue")
+def refunds_issue(
+    trip: Annotated[str, typer.Argument(help="the shopping trip id to refund")],
+    amount: Annotated[str, typer.Option(help="amount to refund, e.g. 4.99")],
+    reason: Annotated[str, typer.Option(help="refundReasonCode sent to Amazon, e.g. DAMAGED_ITEM")],
+    key: Annotated[
+        str, typer.Option(help="a reference that makes a second refund of the same amount and reason a new refund")
+    ] = "",
+) -> None:
+    """Refund a captured trip through Amazon's Payment Service (idempotent: the same refund twice is one refund)."""
+    settings = _settings()
+    value = _amount(amount)
+    assert value is not None
+    try:
+        issued = issue_refund(settings, trip, value, reason, key)
+    except RefundRefusedError as exc:
+        raise _fail(f"refund refused: {exc}") from None
+    except WarehouseError as exc:
+        raise _fail(str(exc)) from None
+    refund = issued.refund
+    if not issued.new:
+        console.print(
+            f"refund {refund.refund_id} of {refund.amount} {refund.currency} for trip {trip} was issued before "
+            f"(status {refund.status}); nothing new sent. Use --key for a second refund of the same amount."
+        )
+        if issued.queued is None or issued.queued.status != "QUEUED":
+            return
+    else:
+        console.print(f"refund {refund.refund_id}: {refund.amount} {refund.currency} for trip {trip} recorded")
+    _try_delivery(settings, issued.request.request_id, "refund")
+    after = LakeRefunds(settings.lake_dir).refund(refund.refund_id)
+    if after is not None and after.status != "REQUESTED":
+        console.print(f"refund {after.refund_id} is {after.status}" + (f": {after.message}" if after.message else ""))
+
+
+@refunds_app.command("list")
+def refunds_list(trip: Annotated[str | None, typer.Option(help="one trip only")] = None) -> None:
+    """Refunds by the time they were issued, with Amazon's answer."""
+    where = f" where shopping_trip_id = {quote_literal(trip)}" if trip else ""
+    result = run_query(
+        Settings().lake_dir,
+        "select refund_id, shopping_trip_id, store_id, amount, currency, reason_code, status, business_date, "
+        f"requested_at, answered_at, message from refunds{where} order by requested_at, refund_id",
+    )
+    sys.stdout.write(render(result, "table"))
+
+
+@payments_app.command("list")
+def payments_list(
+    status: Annotated[str | None, typer.Option(help="QUEUED, DELIVERED or FAILED")] = None,
+    limit: Annotated[int, typer.Option(help="newest first, at most this many")] = 100,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")] = OutputFormat.table,
+) -> None:
+    """Requests for Amazon's Payment Service (payment-status reports, refunds) and whether they were delivered."""
+    if status is not None and status not in ("QUEUED", "DELIVERED", "FAILED"):
+        raise _fail(f"status must be QUEUED, DELIVERED or FAILED, not {status!r}")
+    with open_outbox(Settings()) as outbox:
+        rows = outbox.requests(status, limit)
+    columns = ("request_id", "operation", "store_id", "shopping_trip_id", "status", "attempts", "queued_at",
+               "next_attempt_at", "finished_at", "detail")  # fmt: skip
+    result = QueryResult(
+        columns,
+        ("VARCHAR",) * 5 + ("BIGINT",) + ("TIMESTAMPTZ",) * 3 + ("VARCHAR",),
+        [
+            (
+                q.request.request_id,
+                q.request.operation,
+                q.request.store_id,
+                q.request.shopping_trip_id,
+                q.status,
+                q.attempts,
+                q.queued_at,
+                q.next_attempt_at,
+                q.finished_at,
+                (q.response if q.status == "DELIVERED" else q.last_error) or "",
+            )
+            for q in rows
+        ],
+    )
+    sys.stdout.write(render(result, format.value))
+    if format is OutputFormat.json:
+        sys.stdout.write("\n")
+
+
+@payments_app.command("send")
+def payments_send() -> None:
+    """Deliver every queued request that is due now (what `jwo up` does every few seconds)."""
+    settings = _settings()
+    deliveries = asyncio.run(drain_now(settings))
+    if deliveries is None:
+        raise _fail("no Payment Service endpoint is configured (JWO_PAYMENTS__ENDPOINT_URL)")
+    counts: dict[str, int] = {}
+    for d in deliveries:
+        counts[d.outcome] = counts.get(d.outcome, 0) + 1
+    console.print(
+        f"{len(deliveries)} request(s) tried: "
+        + (", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing was due")
+    )
 
 
 @report_app.command("settlement")

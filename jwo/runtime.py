@@ -42,6 +42,7 @@ from jwo.alerts import lake_backlog, open_alerting
 from jwo.aws_resources import EmbeddedAws, Resources, provision, queue_depths, receive_config, resolve
 from jwo.intraday import run_reports_consumer
 from jwo.loops import BackgroundLoop
+from jwo.payments import run_sender
 from jwo.reconcile_facts import build_job, run_on_schedule
 from jwo.relay_process import RelayConfig, RelayProcess
 from jwo.settings import Settings
@@ -516,6 +517,8 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
         if consumers:  # the lake's one writer also runs reconciliation
             job = build_job(settings.lake_dir, store, settings.reconcile)
             tasks.append(asyncio.create_task(run_on_schedule(job, settings.reconcile.interval_seconds, pipeline.stop)))
+            # Payment-Service requests (payoff reports, refunds) queued by the CLI; refund answers land in the lake.
+            tasks.append(asyncio.create_task(run_sender(settings, pipeline.stop)))
 
         if consumers and not connectors and settings.ingest.metrics_port >= 0:
             server = await _serve_metrics(settings, metrics, refresh_consumers, pipeline, tasks)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.settings import ConnectorSettings
@@ -15,6 +15,32 @@ from contracts.aws import AwsEndpoint
 from ingest.settings import IngestSettings
 from jwo.aws_resources import ResourceNames
 from reconcile.settings import ReconcileSettings
+
+
+class PaymentSettings(BaseModel):
+    """Amazon's Payment Service, as we call it (SPEC §4): env `JWO_PAYMENTS__<FIELD>`."""
+
+    endpoint_url: str | None = Field(
+        default=None,
+        description="base URL of the Payment Service (Amazon's regional or test host); unset: requests stay queued",
+    )
+    region: str | None = Field(default=None, description="SigV4 signing region (default: JWO_AWS_REGION)")
+    service_name: str = Field(default="execute-api", description="SigV4 signing service name")
+    fraud_abuse_stores: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="stores whose fraud and abuse Amazon manages: a debt payoff there is reported to Amazon "
+        '(JSON list of store ids; ["*"] = every store, [] = none)',
+    )
+    refund_window_days: int = Field(
+        default=7, ge=1, description="refunds accepted this many days after the charge (the payment API's 7 days)"
+    )
+    call_attempts: int = Field(default=4, ge=1, description="tries per call (429, 5xx and transport errors retried)")
+    call_timeout_seconds: float = Field(default=5.0, gt=0, description="per HTTP attempt")
+    call_max_backoff_seconds: float = Field(default=5.0, gt=0, description="cap of the backoff between tries")
+    sender_interval_seconds: float = Field(default=5.0, gt=0, description="how often `jwo up` sends what is queued")
+    retry_base_backoff_seconds: float = Field(default=5.0, gt=0, description="wait after a first failed delivery")
+    retry_max_backoff_seconds: float = Field(default=600.0, gt=0, description="cap of the wait between deliveries")
+    max_deliveries: int = Field(default=200, ge=1, description="deliveries of one request before it is given up")
 
 
 class Settings(BaseSettings):
@@ -38,6 +64,7 @@ class Settings(BaseSettings):
     connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
@@ -74,3 +101,8 @@ class Settings(BaseSettings):
     @property
     def outbox_db(self) -> Path:
         return self.home / "outbox.db"
+
+    @property
+    def payments_db(self) -> Path:
+        """Payment-Service requests we owe Amazon (payment-status reports, refunds) and their delivery state."""
+        return self.home / "payments.db"
