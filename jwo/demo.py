@@ -21,6 +21,7 @@ from rich.table import Table as RichTable
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from connectors.imports import import_catalog_file, import_shoppers_file
 from contracts.tables import TABLES
+from jwo.payments import deliver_now, settle_debt
 from jwo.reconcile_facts import Score, build_job, score
 from jwo.runtime import running
 from jwo.settings import Settings
@@ -28,6 +29,13 @@ from simulator.driver import RunReport, run_scenario
 from simulator.eventfeed import FeedConfig, build_feed, play_feed
 from simulator.files import write_retailer_files
 from simulator.intraday import IntradayConfig, build_day, publish_day
+from simulator.payment_service import (
+    LOCAL_ACCESS_KEY,
+    LOCAL_REGION,
+    LOCAL_SECRET_KEY,
+    PaymentServiceState,
+    running_payment_service,
+)
 from simulator.scenario import ScenarioConfig, build_scenario
 from simulator.settlement import SettlementDay, build_settlement_day
 from simulator.truth import build_answer_key
@@ -144,10 +152,12 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
         dead = await pipeline.queue_depths()
         settlement_day = build_settlement_day()
         scored = await asyncio.to_thread(_reconcile_settlement_day, demo, pipeline.store, settlement_day)
+        payoff = await asyncio.to_thread(_settle_one_debt, demo, pipeline.store, settlement_day)
 
     elapsed = time.monotonic() - started
     _print_summary(console, report, checks, dead, elapsed, demo)
     console.print(scored.line())
+    console.print(payoff.line())
     if played.failures:
         console.print(f"[red]the event bus refused {len(played.failures)} events[/red]: {played.failures[0]}")
     ok = (
@@ -157,6 +167,7 @@ async def run_demo(settings: Settings, *, shoppers: int, stores: int, seed: int,
         and all(d == 0 for _, d in dead.values())
         and scored.in_expected_state == scored.trips
         and scored.money_difference == 0
+        and payoff.delivered
     )
     console.print("[green]demo passed[/green]" if ok else "[red]demo FAILED[/red]")
     return 0 if ok else 1
@@ -171,6 +182,44 @@ def _reconcile_settlement_day(settings: Settings, store: SqliteRetailerStore, da
     )
     build_job(settings.lake_dir, store, settings.reconcile, clock=lambda: key.as_of).run(day=key.business_date)
     return score(settings.lake_dir, key)
+
+
+@dataclass(frozen=True)
+class PayoffCheck:
+    shopping_trip_id: str
+    amount: str
+    delivered: bool
+    detail: str
+
+    def line(self) -> str:
+        if self.delivered:
+            return (
+                f"debt payoff: trip {self.shopping_trip_id} settled ({self.amount}), payment-status report "
+                "delivered to Amazon's Payment Service (local simulator, SigV4-checked)"
+            )
+        return f"[red]debt payoff: the payment-status report was not delivered[/red]: {self.detail}"
+
+
+def _settle_one_debt(settings: Settings, store: SqliteRetailerStore, day: SettlementDay) -> PayoffCheck:
+    """Finance settles one of the settlement day's debts; the payoff report goes to the local Payment Service."""
+    key = day.key
+    assert key is not None
+    owed = next(t for t in key.trips if t.debt)
+    state = PaymentServiceState()
+    with running_payment_service(state) as amazon:
+        pay = settings.payments.model_copy(
+            update={"endpoint_url": amazon.url, "region": LOCAL_REGION, "fraud_abuse_stores": ["*"]}
+        )
+        local = settings.model_copy(
+            update={"payments": pay, "aws_access_key_id": LOCAL_ACCESS_KEY, "aws_secret_access_key": LOCAL_SECRET_KEY}
+        )
+        payoff = settle_debt(local, store, owed.shopping_trip_id, None)
+        assert payoff.request is not None
+        delivery = asyncio.run(deliver_now(local, payoff.request.request_id))
+    reported = state.payment_status.get((owed.store_id, owed.shopping_trip_id))
+    delivered = delivery is not None and delivery.outcome == "delivered" and reported is not None
+    detail = "no answer" if delivery is None else f"{delivery.outcome}: {delivery.detail}"
+    return PayoffCheck(owed.shopping_trip_id, f"{payoff.debt.amount} {payoff.debt.currency}", delivered, detail)
 
 
 def _print_summary(

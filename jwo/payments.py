@@ -255,6 +255,13 @@ async def run_sender(settings: Settings, stop: asyncio.Event) -> None:
     halt = threading.Event()
 
     async def loop() -> None:
+        try:
+            await send_until_halted()
+        except Exception:
+            log.exception("the payment sender stopped; queued requests wait for the next start")
+            raise
+
+    async def send_until_halted() -> None:
         with open_outbox(settings) as outbox:
             async with payment_sender(settings, outbox) as sender:
                 assert sender is not None
