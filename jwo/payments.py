@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import botocore.session
 import httpx
-from botocore.credentials import ReadOnlyCredentials
+from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from connectors.ports import RetailerAdmin
 from contracts.payment_tables import REFUNDS
@@ -187,11 +187,18 @@ def credentials(settings: Settings) -> CredentialSource:
         return lambda: fixed
     session = botocore.session.get_session()
     lock = threading.Lock()
+    found: list[Credentials] = []
 
     def resolve() -> ReadOnlyCredentials | None:
+        """Looked up once (the chain may ask an instance-metadata service), then frozen per signature, so
+        refreshable credentials (roles, SSO) are renewed by botocore as they near expiry."""
         with lock:
-            found = session.get_credentials()
-            return None if found is None else found.get_frozen_credentials()
+            if not found:
+                credentials = session.get_credentials()
+                if credentials is None:
+                    return None
+                found.append(credentials)
+            return found[0].get_frozen_credentials()
 
     return resolve
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from contracts.tables import TABLES
 from jwo.cli import app
-from jwo.payments import run_sender
+from jwo.payments import credentials, run_sender
 from jwo.reconcile_facts import build_job
 from jwo.settings import Settings
 from reconcile.settings import ReconcileSettings
@@ -233,3 +233,21 @@ def test_a_refund_while_amazon_is_down_is_requested_then_refunded_by_the_sender(
     _run_sender_until(lambda: world.sql("select status from refunds") == [("REFUNDED",)])
     assert world.sql("select refunded from daily_settlement where store_id = 'S2'") == [(Decimal("2.00"),)]
     assert len(world.amazon.state.calls_to("/v1/refund", status=200)) == 1
+
+
+def test_credentials_come_from_the_settings_or_else_the_normal_aws_chain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    shared = tmp_path / "credentials"
+    shared.write_text("[default]\naws_access_key_id = AKIDFROMPROFILE\naws_secret_access_key = profile-secret\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(shared))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    from_chain = credentials(Settings(home=tmp_path))()
+    assert from_chain is not None
+    assert (from_chain.access_key, from_chain.secret_key) == ("AKIDFROMPROFILE", "profile-secret")
+    fixed = credentials(Settings(home=tmp_path, aws_access_key_id="AKIDSET", aws_secret_access_key="set-secret"))()
+    assert fixed is not None
+    assert fixed.access_key == "AKIDSET"
