@@ -295,8 +295,8 @@ class Columns:
 
     tables: dict[str, pa.Table]
     positions: dict[str, list[int]]
-    message_ids: dict[int, str]
-    """The envelope id of every message it took, by batch position."""
+    message_ids: list[str | None]
+    """By batch position: the envelope id of a message it took, None for the others."""
     rest: list[int]
 
 
@@ -304,6 +304,7 @@ def decode_columns(bodies: Sequence[str]) -> Columns:
     """Parse and check a batch of events-queue bodies; see the module's doc."""
     envelopes: list[tuple[Any, ...]] = []
     positions: list[int] = []
+    ids: list[str | None] = [None] * len(bodies)
     gathered = {name: _Gathered(kind, [], [], [], []) for name, kind in KINDS.items()}
     rest: list[int] = []
     get_envelope = itemgetter(*ENVELOPE_FIELDS)
@@ -312,17 +313,12 @@ def decode_columns(bodies: Sequence[str]) -> Columns:
     for position, body in enumerate(bodies):
         try:
             data = loads(body)
-            envelope = get_envelope(data)
-            if len(data) != envelope_size:
-                raise KeyError
-            kind_name = envelope[1]
-            group = gathered[kind_name] if type(kind_name) is str else None
-            payload = envelope[5]
-            if group is None or type(payload) is not dict:
-                raise KeyError
+            envelope = get_envelope(data)  # TypeError unless a dict, KeyError unless it has every field
+            group = gathered[envelope[1]]  # KeyError for a type we do not take, TypeError for a list or object
             kind = group.kind
-            row = kind.get(payload)
-            if len(payload) != len(row):
+            payload = envelope[5]
+            row = kind.get(payload)  # TypeError unless a dict (or a str: refused just below)
+            if len(data) != envelope_size or type(payload) is not dict or len(payload) != len(row):
                 raise KeyError
             if kind.get_item is not None:
                 listed = row[-1]
@@ -331,9 +327,8 @@ def decode_columns(bodies: Sequence[str]) -> Columns:
                 items = list(map(kind.get_item, listed))
                 if items and set(map(len, listed)) != {len(items[0])}:
                     raise KeyError
-                owner = len(group.rows)
+                group.item_owner += [len(group.rows)] * len(items)
                 group.items += items
-                group.item_owner += [owner] * len(items)
         except (orjson.JSONDecodeError, KeyError, TypeError, IndexError):
             rest.append(position)
             continue
@@ -341,6 +336,7 @@ def decode_columns(bodies: Sequence[str]) -> Columns:
         group.messages.append(position)
         envelopes.append(envelope)
         positions.append(position)
+        ids[position] = envelope[0]
 
     refused = _check_envelopes(envelopes, positions)
     tables: dict[str, pa.Table] = {}
@@ -350,20 +346,16 @@ def decode_columns(bodies: Sequence[str]) -> Columns:
         refused |= bad
         for name, (frame, at) in built.items():
             tables[name], table_positions[name] = frame, at
-    message_ids = {p: e[0] for p, e in zip(positions, envelopes, strict=True) if p not in refused}
-    if refused:
-        tables, table_positions = _without(tables, table_positions, refused)
-    return Columns(tables, table_positions, message_ids, sorted([*rest, *refused]))
+    for position in refused:  # each group's tables were built without them
+        ids[position] = None
+    return Columns(tables, table_positions, ids, sorted([*rest, *refused]))
 
 
-_ENVELOPE_CHECKS = (
-    (0, FieldCheck("message_id", Check.STR)),
-    (2, FieldCheck("schema_version", Check.INT)),
-    (3, FieldCheck("occurred_at", Check.TIME)),
-    (4, FieldCheck("producer", Check.STR)),
-    (6, FieldCheck("part", Check.INT)),
-    (7, FieldCheck("parts", Check.INT)),
-)
+_ENVELOPE_TEXT = (0, 4)
+"""message_id (not empty) and producer: strings."""
+_ENVELOPE_COUNTS = (2, 6, 7)
+"""schema_version, part and parts: integers of at least 1 (any size: they are checked, not stored)."""
+_ENVELOPE_TIME = FieldCheck("occurred_at", Check.TIME)
 
 
 def _check_envelopes(envelopes: list[tuple[Any, ...]], positions: list[int]) -> set[int]:
@@ -372,19 +364,18 @@ def _check_envelopes(envelopes: list[tuple[Any, ...]], positions: list[int]) -> 
         return set()
     columns = list(zip(*envelopes, strict=True))
     bad: set[int] = set()
-    for index, check in _ENVELOPE_CHECKS:
+    for index in _ENVELOPE_TEXT:
         values = columns[index]
-        try:
-            check.array(values)
-            wrong: set[int] = set()
-        except BadValuesError as exc:
-            wrong = set(exc.positions)
-        bad |= wrong
-        if check.check is Check.INT:  # part, parts, schema_version: at least 1
-            if min((v for n, v in enumerate(values) if n not in wrong), default=1) < 1:
-                bad.update(n for n, v in enumerate(values) if n not in wrong and v < 1)
-        elif check.name == "message_id" and "" in values:  # not empty
-            bad.update(n for n, v in enumerate(values) if v == "")
+        if not set(map(type, values)) <= {str} or "" in values:
+            bad.update(n for n, v in enumerate(values) if type(v) is not str or v == "")
+    for index in _ENVELOPE_COUNTS:
+        values = columns[index]
+        if not set(map(type, values)) <= {int} or min(values) < 1:
+            bad.update(n for n, v in enumerate(values) if type(v) is not int or v < 1)
+    try:
+        _ENVELOPE_TIME.array(columns[3])
+    except BadValuesError as exc:
+        bad.update(exc.positions)
     return {positions[n] for n in bad}
 
 
@@ -454,19 +445,3 @@ def _arrays(
 
 def _frame(table: Table, arrays: dict[str, pa.Array]) -> pa.Table:
     return pa.Table.from_arrays([arrays[c.name] for c in table.columns], schema=table.arrow_schema())
-
-
-def _without(
-    tables: dict[str, pa.Table], positions: dict[str, list[int]], refused: set[int]
-) -> tuple[dict[str, pa.Table], dict[str, list[int]]]:
-    kept_tables: dict[str, pa.Table] = {}
-    kept_positions: dict[str, list[int]] = {}
-    for name, frame in tables.items():
-        at = positions[name]
-        mask = [p not in refused for p in at]
-        if all(mask):
-            kept_tables[name], kept_positions[name] = frame, at
-        elif any(mask):
-            kept_tables[name] = frame.filter(pa.array(mask))
-            kept_positions[name] = [p for p, m in zip(at, mask, strict=True) if m]
-    return kept_tables, kept_positions

@@ -73,6 +73,8 @@ class Heartbeat:
         self._held: dict[tuple[str, str], tuple[Received, float]] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._wake_at = -math.inf
+        """When the heartbeat next looks at what it holds (-inf while it is looking)."""
         self.extensions = 0
         """ChangeMessageVisibility calls made (each for every held message that was due)."""
 
@@ -82,7 +84,8 @@ class Heartbeat:
         due = received_at + self._first
         for message in messages:
             self._held.setdefault((message.message_id, message.receipt), (message, due))
-        self._changed.set()
+        if messages and due < self._wake_at:  # sooner than the heartbeat means to look again
+            self._changed.set()
 
     def release(self, messages: Sequence[Received]) -> None:
         for message in messages:
@@ -110,9 +113,10 @@ class Heartbeat:
                 await self._extend(due)
                 continue
             self._changed.clear()
-            nearest = min((at for _, at in self._held.values()), default=None)
+            self._wake_at = min((at for _, at in self._held.values()), default=math.inf)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), None if nearest is None else nearest - now)
+                await asyncio.wait_for(self._changed.wait(), None if self._wake_at == math.inf else self._wake_at - now)
+            self._wake_at = -math.inf  # awake: whatever is held now is seen on the next pass
 
     async def _extend(self, due: list[Received]) -> None:
         try:

@@ -363,6 +363,7 @@ async def _run_consumers(
                     wait_seconds=ing.wait_seconds,
                     visibility_timeout=settings.resources.visibility_timeout_seconds,
                     visibility_extension=ing.visibility_extension_seconds,
+                    writes_in_flight=ing.writes_in_flight,
                 )
                 for source, (ref, decode) in queues.items()
             ]
