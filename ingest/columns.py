@@ -120,15 +120,26 @@ class FieldCheck:
         if check in (Check.STR, Check.OPTIONAL_STR):
             return text
         if check is Check.LITERAL:
-            known = pc.is_in(text, value_set=pa.array(sorted(self.allowed)))
+            known = pc.is_in(text, value_set=pa.array(sorted(self.allowed), pa.string()))
             return text if pc.all(known).as_py() is not False else None
         if check is Check.TIME:
-            if pc.all(pc.match_substring_regex(text, TIME_PATTERN)).as_py() is False:
+            if not _utc_seconds(text) and pc.all(pc.match_substring_regex(text, TIME_PATTERN)).as_py() is False:
                 return None
             return pc.cast(text, _UTC_MICROS)
         # Arrow reads a decimal string exactly or refuses it (too many digits for DECIMAL(18,4), not a number);
         # everything it reads (`1.5`, `-0.00`, `+1`, `.5`, `1e3`) pydantic's Decimal reads as the same number.
         return pc.cast(text, _MONEY)
+
+
+_Z_LENGTHS = pa.array([20, 22, 23, 24, 25, 26, 27], pa.int32())
+
+
+def _utc_seconds(text: pa.Array) -> bool:
+    """Whether every time ends in `Z` and is 20 or 22-27 characters long: the only such forms Arrow's cast reads
+    are `YYYY-MM-DD(T| )HH:MM:SS[.f{1,6}]Z` (no minutes or no seconds would be shorter), which pydantic reads
+    as the same instant. The common case, checked far faster than the pattern."""
+    lengths = pc.utf8_length(text)
+    return bool(pc.all(pc.and_(pc.ends_with(text, "Z"), pc.is_in(lengths, value_set=_Z_LENGTHS))).as_py())
 
 
 class Unsupported(Exception):

@@ -70,7 +70,8 @@ class Heartbeat:
         self._receiver = receiver
         self._first = max(visibility_timeout, 0.0) / 3
         self.extend_to = max(extension, math.ceil(visibility_timeout), 1)
-        self._held: dict[tuple[str, str], tuple[Received, float]] = {}
+        self._held: dict[str, tuple[Received, float]] = {}
+        """By receipt handle (a new one for every receive): the message and when it is next due."""
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._wake_at = -math.inf
@@ -82,14 +83,16 @@ class Heartbeat:
         """Hold messages received by a receive call that started at `received_at` (`time.monotonic()`);
         a message already held keeps its schedule."""
         due = received_at + self._first
+        held = self._held
         for message in messages:
-            self._held.setdefault((message.message_id, message.receipt), (message, due))
+            held.setdefault(message.receipt, (message, due))
         if messages and due < self._wake_at:  # sooner than the heartbeat means to look again
             self._changed.set()
 
     def release(self, messages: Sequence[Received]) -> None:
+        held = self._held
         for message in messages:
-            self._held.pop((message.message_id, message.receipt), None)
+            held.pop(message.receipt, None)
 
     @contextlib.asynccontextmanager
     async def beating(self) -> AsyncIterator[None]:
@@ -128,9 +131,8 @@ class Heartbeat:
             again = min(1.0, self.extend_to / 3)
         at = time.monotonic() + again
         for message in due:
-            key = (message.message_id, message.receipt)
-            if key in self._held:
-                self._held[key] = (message, at)
+            if message.receipt in self._held:
+                self._held[message.receipt] = (message, at)
 
 
 class Consumer:
@@ -169,18 +171,19 @@ class Consumer:
     def decode_batch(self, messages: list[Received]) -> tuple[TableRows, list[str], list[Received]]:
         """Rows of the batch (de-duplicated by dedup id), their ids, and the messages that were fine."""
         decoded = self._decode(self.source, messages, self._clock())
-        seen: set[str] = set()
-        good: list[Received] = []
-        for message, outcome in zip(messages, decoded.outcomes, strict=True):
-            if isinstance(outcome, PoisonMessageError):
-                self.stats.poison += 1
-                log.error("poison message %s (receive %d): %s", message.message_id, message.receive_count, outcome)
-                continue
-            good.append(message)
-            if outcome in seen:
-                self.stats.duplicates += 1
-            seen.add(outcome)
-        return decoded.rows, sorted(seen), good
+        ids = [o for o in decoded.outcomes if type(o) is str]
+        good = messages
+        if len(ids) < len(messages):
+            good = []
+            for message, outcome in zip(messages, decoded.outcomes, strict=True):
+                if isinstance(outcome, PoisonMessageError):
+                    self.stats.poison += 1
+                    log.error("poison message %s (receive %d): %s", message.message_id, message.receive_count, outcome)
+                else:
+                    good.append(message)
+        distinct = set(ids)
+        self.stats.duplicates += len(ids) - len(distinct)
+        return decoded.rows, sorted(distinct), good
 
     async def process(self, messages: list[Received]) -> int:
         """Write one batch and delete what was written; returns how many messages were consumed.

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import gc
 import logging
 import socket
 import threading
@@ -367,6 +368,9 @@ async def _run_consumers(
                 )
                 for source, (ref, decode) in queues.items()
             ]
+            # What start-up built lives as long as the process: keep it out of the cyclic collector's scans, which
+            # the consumers' batches (many new containers each) set off often.
+            gc.freeze()
             ready.set_result((consumers, stop))
             alerts_stop = asyncio.Event()
 
