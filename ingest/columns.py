@@ -8,11 +8,11 @@ Python objects.
 
 Only what the models would accept with the same values takes this path, and it is strict on purpose: a
 body must have exactly the connectors' keys, every value exactly the JSON type the connectors write, a
-decimal a string Arrow reads exactly as DECIMAL(18,4) (at most 14 integer and 4 fraction digits), a time the
-ISO form `YYYY-MM-DDTHH:MM:SS[.ffffff](Z|±HH:MM)` with a real calendar date. Every other body, and every
-body of a type it does not know, goes to `ingest.decode.rows_for_message`, which decides and words the
-outcome as before. The checks derive from the payload models at import; a model with anything they cannot
-follow (validators, constraints, other field types) leaves its type to the per-message path.
+decimal a string Arrow reads exactly as DECIMAL(18,4) (at most 14 integer and 4 fraction digits), a time
+`YYYY-MM-DD(T| )HH:MM:SS[.ffffff]Z` or `YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM` with a real calendar date.
+Every other body, and every body of a type it does not know, goes to `ingest.decode.rows_for_message`, which
+decides and words the outcome as before. The checks derive from the payload models at import; a model with
+anything they cannot follow (validators, constraints, other field types) leaves its type to the per-message path.
 """
 
 from __future__ import annotations

@@ -70,9 +70,7 @@ def decode_batch(source: str, messages: Sequence[Received], received_at: datetim
     (Arrow columns for what `ingest.columns` takes; in message order either way)."""
     with _collector_paused():
         columns = decode_columns([m.body for m in messages])
-        outcomes: list[str | PoisonMessageError] = [""] * len(messages)
-        for position, message_id in columns.message_ids.items():
-            outcomes[position] = message_id
+        outcomes: list[str | PoisonMessageError] = columns.message_ids  # type: ignore[assignment]  # None: filled below
         slow: dict[int, Rows] = {}
         for position in columns.rest:
             message = messages[position]
@@ -125,6 +123,8 @@ def one_at_a_time(decode: Decode) -> DecodeBatch:
 
 def _repeats(outcomes: list[str | PoisonMessageError]) -> set[int]:
     """Positions of messages whose dedup id an earlier message of the batch already has."""
+    if len(set(outcomes)) == len(outcomes):  # no two messages share an id (each poison error is its own object)
+        return set()
     seen: set[str] = set()
     repeats: set[int] = set()
     for position, outcome in enumerate(outcomes):
