@@ -234,11 +234,11 @@ class Consumer:
             log.exception("deleting %d landed messages failed; they will be redelivered", len(good))
         elapsed = time.perf_counter() - started
         now = self._clock()
-        ages = [(now - m.sent_at).total_seconds() for m in messages if m.sent_at is not None]
+        sent = min((m.sent_at for m in messages if m.sent_at is not None), default=None)
         self.stats.consumed += len(good)
         self.stats.batches += 1
         self.stats.last_batch_seconds = elapsed
-        self.stats.oldest_age_seconds = max(ages, default=0.0)
+        self.stats.oldest_age_seconds = 0.0 if sent is None else (now - sent).total_seconds()
         log.info(
             "batch",
             extra={
