@@ -18,7 +18,7 @@ from decimal import Decimal
 from pydantic import ValidationError
 
 from contracts.eventfeed import CartDetail, DetailType, EventEnvelope, PaymentDetail, PaymentSubType, loads_exact
-from ingest.decode import PoisonMessageError, unknown_rows
+from ingest.decode import PoisonMessageError, one_at_a_time, unknown_rows
 from ingest.ports import Rows
 
 _SUB_TYPES = frozenset(s.value for s in PaymentSubType)
@@ -135,3 +135,7 @@ def _luhn(digits: str) -> bool:
             value = value * 2 - 9 if value > 4 else value * 2
         total += value
     return total % 10 == 0
+
+
+decode_event_batch = one_at_a_time(rows_for_event)
+"""The eventfeed consumer's `DecodeBatch`: `rows_for_event` on each message."""

@@ -9,11 +9,19 @@ from typing import Protocol
 
 Rows = dict[str, list[dict[str, object]]]
 
+TableRows = dict[str, Sequence[Mapping[str, object]]]
+"""Rows by table name, as a `TableSink` takes them (a table's rows may be `contracts.arrow_rows.ArrowRows`)."""
+
+
+class PoisonMessageError(ValueError):
+    """A message of a known type whose payload does not fit its schema: it is retried, then dead-lettered."""
+
+
 Decode = Callable[[str, str, str, datetime], tuple[str, Rows]]
 """(source, queue message id, body, received at) -> (dedup id, rows by table) for one queue message.
 
 Pure. A body it cannot type becomes an `unknown_events` row; a known type with an invalid payload raises
-`ingest.decode.PoisonMessageError` (the message stays on the queue and is dead-lettered after its receives).
+PoisonMessageError (the message stays on the queue and is dead-lettered after its receives).
 """
 
 
@@ -24,6 +32,22 @@ class Received:
     body: str
     receive_count: int
     sent_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a batch of queue messages lands as."""
+
+    rows: TableRows
+    """Rows by table, in message order, of the first message of each dedup id (a redelivery in the same batch
+    adds nothing)."""
+    outcomes: list[str | PoisonMessageError]
+    """Per message, in order: its dedup id, or why it is poison."""
+
+
+DecodeBatch = Callable[[str, Sequence[Received], datetime], Decoded]
+"""(source, messages, received at) -> what they land as. Pure; message by message the same outcome as a
+`Decode` (`ingest.decode.one_at_a_time` makes one of a `Decode`)."""
 
 
 class QueueReceiver(Protocol):

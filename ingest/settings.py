@@ -22,7 +22,12 @@ class IngestSettings(BaseModel):
     batch_max: int = Field(default=1000, ge=1, description="messages per micro-batch at most")
     linger_seconds: float = Field(default=0.5, gt=0, description="how long a partial batch waits for more")
     wait_seconds: int = Field(default=2, ge=0, le=20, description="long-poll wait per receive")
-    visibility_extension_seconds: int = Field(default=60, ge=10)
+    visibility_extension_seconds: int = Field(
+        default=60, ge=10, description="how long each heartbeat extension hides a held message (at least the timeout)"
+    )
+    writes_in_flight: int = Field(
+        default=2, ge=1, description="batches written at once: the next is decoded while the last is written"
+    )
     compact_interval_seconds: float = Field(
         default=60.0, gt=0, description="how often the writer merges a day's small Parquet files"
     )

@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
+import gc
 import logging
 import socket
 import threading
@@ -34,8 +35,8 @@ from contracts.aws import AwsEndpoint, QueueRef
 from contracts.tables import TABLES
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.consumer import Consumer
-from ingest.decode import rows_for_message
-from ingest.eventfeed import rows_for_event
+from ingest.decode import decode_batch
+from ingest.eventfeed import decode_event_batch
 from ingest.ports import RowsRejectedError
 from ingest.reports import ReportConsumer
 from jwo.alerts import lake_backlog, open_alerting
@@ -342,8 +343,8 @@ async def _run_consumers(
         ing = settings.ingest
         config = receive_config(ing.wait_seconds)
         queues = {  # consumer source (the queue name) -> (queue, what its bodies mean)
-            settings.resources.events_queue: (resources.events, rows_for_message),
-            settings.resources.eventfeed_queue: (resources.eventfeed, rows_for_event),
+            settings.resources.events_queue: (resources.events, decode_batch),
+            settings.resources.eventfeed_queue: (resources.eventfeed, decode_event_batch),
         }
         alert_settings = settings.reconcile.alerts
         backlog_grace = timedelta(minutes=alert_settings.backlog_grace_minutes)
@@ -355,17 +356,22 @@ async def _run_consumers(
                 Consumer(
                     source,
                     SqsReceiver(sqs, ref.url),
-                    alerting.sink if decode is rows_for_event else sink,
+                    alerting.sink if decode is decode_event_batch else sink,
                     utc_now,
                     decode=decode,
                     receivers=ing.receivers,
                     batch_max=ing.batch_max,
                     linger_seconds=ing.linger_seconds,
                     wait_seconds=ing.wait_seconds,
+                    visibility_timeout=settings.resources.visibility_timeout_seconds,
                     visibility_extension=ing.visibility_extension_seconds,
+                    writes_in_flight=ing.writes_in_flight,
                 )
                 for source, (ref, decode) in queues.items()
             ]
+            # What start-up built lives as long as the process: keep it out of the cyclic collector's scans, which
+            # the consumers' batches (many new containers each) set off often.
+            gc.freeze()
             ready.set_result((consumers, stop))
             alerts_stop = asyncio.Event()
 

@@ -6,7 +6,8 @@ A file's name derives from the batch that produced it, so writing a batch again 
 than adding rows. Files are published atomically: the bytes go to a hidden temp file in the same folder
 (`.part-<batch_id>.parquet.tmp`), which is flushed and fsynced, renamed over the final name, and the folder is
 fsynced. Readers glob `*.parquet`, so a temp file is never read; a crash leaves at most a temp file, which
-`janitor` removes.
+`janitor` removes. The files of one batch are written on a few threads at once (Arrow's Parquet encoder, zstd
+and fsync release the GIL); the batch is published when every one of them is.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from itertools import chain
@@ -48,6 +51,7 @@ _CONVERSION_ERRORS = (pa.ArrowException, ArithmeticError, TypeError, ValueError)
 _TZINFO = attrgetter("tzinfo")
 _ZONE_TYPES = frozenset({timezone, type(TzInfo(0)), ZoneInfo})
 """tzinfo classes whose `utcoffset` is never None: an aware datetime stays aware."""
+PUBLISH_THREADS = 4
 
 
 def partition_dir(root: Path, table: Table, day: date) -> Path:
@@ -155,6 +159,30 @@ def _by_day(table: Table, rows: Sequence[Mapping[str, object]]) -> list[tuple[da
     return [(day, to_arrow(table, day_rows)) for day, day_rows in group_by_day(table, rows).items()]
 
 
+def frames_by_day(table: Table, rows: Sequence[Mapping[str, object]]) -> list[tuple[date, pa.Table]]:
+    """The Arrow table of each UTC day's rows, oldest day first, as `LakeWriter` publishes them; rows in the
+    order given within a day. Raises RowSchemaError when a row does not fit the table."""
+    if isinstance(rows, ArrowRows):
+        return split_by_day(table, _frame_of(table, rows))
+    return _by_day(table, rows)
+
+
+def _frame_of(table: Table, rows: ArrowRows) -> pa.Table:
+    """ArrowRows as one Arrow table with the table's schema: its row-dict pieces converted as `to_arrow`
+    converts rows, every piece in its place."""
+    parts = [
+        piece if isinstance(piece, pa.Table) else _concat(table, [f for _, f in _by_day(table, piece)])
+        for piece in rows.pieces
+    ]
+    return parts[0] if len(parts) == 1 else _concat(table, parts)
+
+
+def _concat(table: Table, frames: list[pa.Table]) -> pa.Table:
+    if not frames:
+        return table.arrow_schema().empty_table()
+    return frames[0] if len(frames) == 1 else pa.concat_tables(frames).combine_chunks()
+
+
 def _column_array(table: Table, column: Column, values: Sequence[object]) -> pa.Array:
     fast = _plain_array(column, values)
     if fast is not None:
@@ -201,6 +229,8 @@ class LakeWriter:
 
     def __init__(self, root: Path) -> None:
         self._root = root
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -222,13 +252,21 @@ class LakeWriter:
         check_batch_id(batch_id)
         frames: list[tuple[Path, pa.Table]] = []
         for table, rows in batch.items():
-            if isinstance(rows, ArrowRows):
-                frames += [
-                    (partition_dir(self._root, table, day), frame) for day, frame in split_by_day(table, rows.table)
-                ]
-            else:
-                frames += [(partition_dir(self._root, table, day), frame) for day, frame in _by_day(table, rows)]
-        return [self._publish(frame, directory, batch_id) for directory, frame in frames]
+            frames += [(partition_dir(self._root, table, day), frame) for day, frame in frames_by_day(table, rows)]
+        if len(frames) < 2:
+            return [self._publish(frame, directory, batch_id) for directory, frame in frames]
+        futures = [self._threads().submit(self._publish, frame, directory, batch_id) for directory, frame in frames]
+        errors = [f.exception() for f in futures]  # waits for every file, published or not
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
+        return [f.result() for f in futures]
+
+    def _threads(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(PUBLISH_THREADS, thread_name_prefix="lake-publish")
+            return self._pool
 
     def write_arrow(self, table: Table, frame: pa.Table, batch_id: str) -> list[Path]:
         """Publish an Arrow table that has exactly the table's schema, as `write` publishes rows."""

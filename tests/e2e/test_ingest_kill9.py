@@ -1,16 +1,16 @@
 """kill -9 the consumer process again and again while it ingests: nothing lost, nothing doubled, nothing torn.
 
-50,000 envelopes (about 52,000 queue messages, 125,000 rows) go through a queue with SQS semantics kept in
+200,000 envelopes (about 210,000 queue messages, 500,000 rows) go through a queue with SQS semantics kept in
 SQLite (`SqliteSqsQueue` below: visibility timeout, a fresh receipt handle per receive, delete and
 change-visibility only with the current handle, receive counts), so its state survives the kills. The
 consumer is a child process running what `jwo consume` runs (the real `Consumer`, `LakeSink` over the
 Parquet lake and the writer's DuckDB file, the janitor at start) on that queue; it is killed with SIGKILL
-at 20 seeded random moments and started again each time, while the test process draws the traffic and
-sends it. Why 50,000 and not the issue's 200,000: on the shared 2-core box the real
-consumer lands only ~1,500-4,000 messages a second (each micro-batch of 1,000 publishes ~6 Parquet files,
-each fsynced with its folder, and the disk is shared), and each of the 21 starts costs ~1.5 s of imports:
-100,000 took 112 s here, 200,000 would take 3-4 minutes, over the suite's budget. The embedded SQS (moto) manages only
-~1,000-2,000 receives+deletes a second, which is why the queue is this SQLite one.
+at 20 seeded random moments (each a random 0-0.8 s after its first batch of that life landed) and started
+again each time, while the test process draws the traffic and sends it. The issue's 200,000 envelopes (about
+210,000 messages, 500,000 rows): the consumer decodes a batch straight into Arrow columns, so the SQLite
+queue (~7,000 receives+deletes a second) and the 21 starts (~1 s of imports each) set the pace: about a minute on
+a quiet 2-core box. The embedded SQS (moto) manages only ~1,000-2,000 receives+deletes a second, which is why
+the queue is this SQLite one.
 
 Run as a script, this module is that child process: `python -m tests.e2e.test_ingest_kill9 QUEUE_DB HOME`.
 """
@@ -40,12 +40,12 @@ from warehouse.lake import TEMP_GLOB
 from warehouse.query import fetch, open_reader
 from warehouse.views import quote_identifier
 
-ENVELOPES = 50_000
+ENVELOPES = 200_000
 CHUNK = 5_000
 KILLS = 20
 VISIBILITY_TIMEOUT = 3
-"""Seconds; what a killed consumer had in flight comes back this soon. The child's heartbeat keeps a batch
-that takes longer invisible (it extends every VISIBILITY_TIMEOUT / 2 seconds)."""
+"""Seconds; what a killed consumer had in flight comes back this soon. The child's heartbeat keeps what it holds
+longer invisible (it extends a message a third of the timeout after the receive that took it)."""
 
 
 class SqliteSqsQueue:
@@ -171,6 +171,7 @@ def consume_forever(queue_path: Path, home: Path) -> None:
             batch_max=1_000,
             linger_seconds=0.1,
             wait_seconds=1,
+            visibility_timeout=VISIBILITY_TIMEOUT,
             visibility_extension=VISIBILITY_TIMEOUT,
         )
         print(f"ready {removed}", flush=True)
@@ -228,9 +229,15 @@ def test_a_consumer_killed_twenty_times_loses_nothing_doubles_nothing_and_leaves
     child: subprocess.Popen[str] | None = None
     try:
         for _ in range(KILLS):
+            before = queue.deleted()
             child, removed = start_consumer(queue_path, home)
             removed_by_janitor += removed
-            time.sleep(rng.uniform(0.2, 1.0))
+            # Kill it while it consumes: a random moment after its first batch landed (or after 10 s without one,
+            # if the queue ran dry), so a loaded machine's slow start does not turn the kills into no-ops.
+            started = time.monotonic()
+            while queue.deleted() == before and time.monotonic() - started < 10:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.8))
             kill(child)
             left_by_kills += len(temp_files(lake))
             deleted.append(queue.deleted())
@@ -240,7 +247,7 @@ def test_a_consumer_killed_twenty_times_loses_nothing_doubles_nothing_and_leaves
         assert not producer.is_alive()
         child, removed = start_consumer(queue_path, home)  # the last start: it runs until the queue is empty
         removed_by_janitor += removed
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while queue.depth() and time.monotonic() < deadline:
             assert child.poll() is None, "the consumer died"
             time.sleep(0.1)

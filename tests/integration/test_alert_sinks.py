@@ -21,7 +21,7 @@ from aiohttp import web
 
 from contracts.eventfeed import dumps_exact, loads_exact
 from ingest.consumer import Consumer
-from ingest.eventfeed import rows_for_event
+from ingest.eventfeed import decode_event_batch
 from ingest.fakes import FakeSqsQueue
 from ingest.ports import Received
 from jwo.alerts import lake_backlog, open_alerting
@@ -185,7 +185,7 @@ def test_a_capture_decline_on_the_queue_is_alerted_once_within_a_second(
         async with open_alerting(
             AlertSettings(), LakeSink(LakeWriter(lake), None), extra_sinks={"memory": memory}
         ) as a:
-            consumer = Consumer("eventfeed", queue, a.sink, lambda: datetime.now(UTC), decode=rows_for_event,
+            consumer = Consumer("eventfeed", queue, a.sink, lambda: datetime.now(UTC), decode=decode_event_batch,
                                 receivers=1, linger_seconds=0.2, wait_seconds=0)  # fmt: skip
             stop = asyncio.Event()
             tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(a.run(stop))]

@@ -15,7 +15,7 @@ import pytest
 from contracts.eventfeed import dumps_exact, loads_exact
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.consumer import Consumer
-from ingest.eventfeed import rows_for_event
+from ingest.eventfeed import decode_event_batch
 from jwo.aws_resources import EmbeddedAws, ResourceNames, Resources, provision
 from jwo.runtime import LakeSink
 from simulator.eventfeed import Delivery, FeedConfig, build_feed, play_feed, publish_events
@@ -51,7 +51,7 @@ def feed_consumer(sqs: SQSClient, resources: Resources, sink: LakeSink) -> Consu
         SqsReceiver(sqs, resources.eventfeed.url),
         sink,
         lambda: datetime.now(UTC),
-        decode=rows_for_event,
+        decode=decode_event_batch,
         receivers=2,
         batch_max=25,  # several batches, so duplicates also meet across batches
         linger_seconds=0.05,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -50,7 +51,15 @@ POISON = orjson.dumps(
 
 
 def consumer(queue: FakeSqsQueue, sink: RecordingSink, **options: float) -> Consumer:
-    settings: dict[str, float] = {"receivers": 2, "batch_max": 10, "linger_seconds": 0.02, "wait_seconds": 1}
+    settings: dict[str, float] = {
+        "receivers": 2,
+        "batch_max": 10,
+        "linger_seconds": 0.02,
+        "wait_seconds": 1,
+        "visibility_timeout": 30.0,
+        "visibility_extension": 60,
+        "writes_in_flight": 2,
+    }
     settings.update(options)
     return Consumer(
         SOURCE,
@@ -61,6 +70,9 @@ def consumer(queue: FakeSqsQueue, sink: RecordingSink, **options: float) -> Cons
         batch_max=int(settings["batch_max"]),
         linger_seconds=settings["linger_seconds"],
         wait_seconds=int(settings["wait_seconds"]),
+        visibility_timeout=settings["visibility_timeout"],
+        visibility_extension=int(settings["visibility_extension"]),
+        writes_in_flight=int(settings["writes_in_flight"]),
     )
 
 
@@ -317,3 +329,85 @@ def test_messages_already_received_when_stop_is_set_are_landed_not_abandoned() -
 
     assert sorted(event_ids(sink)) == [f"event-{n}" for n in range(5)]
     assert queue.depth == 0
+
+
+def slow_writes(sink: RecordingSink, seconds: float) -> list[int]:
+    """Make each write take `seconds`; returns a list whose last item is the most writes seen at once."""
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def write() -> None:
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(seconds)
+        with lock:
+            active[0] -= 1
+
+    sink.on_write = write
+    return most
+
+
+def test_a_write_slower_than_the_visibility_timeout_keeps_its_messages_invisible_whatever_the_extension() -> None:
+    # An extension of 60 s on a queue that hides a message for 0.6 s: the first extension must come within
+    # the 0.6 s (a third of it after the receive), not after half the extension.
+    queue, sink = FakeSqsQueue(visibility_timeout=0.6), RecordingSink()
+    ids = [queue.send(auth_body(n)) for n in range(5)]
+    slow_writes(sink, 1.5)
+    worker = consumer(queue, sink, visibility_timeout=0.6, visibility_extension=60)
+
+    asyncio.run(run_until(worker, lambda: queue.depth == 0))
+
+    assert sink.attempts == 1  # never received again while being written
+    assert worker.stats.received == 5
+    assert sorted(queue.deleted) == sorted(ids)
+    assert queue.stale_deletes == []
+    assert worker.heartbeat.extensions >= 1
+    assert worker.heartbeat.extend_to == 60
+
+
+def test_buffered_messages_are_kept_invisible_from_their_receive_not_from_when_their_batch_starts() -> None:
+    # The batch lingers 1.5 s before it is written: 2.5 visibility timeouts after the receive.
+    queue, sink = FakeSqsQueue(visibility_timeout=0.6), RecordingSink()
+    for n in range(3):
+        queue.send(auth_body(n))
+    worker = consumer(queue, sink, receivers=1, linger_seconds=1.5, batch_max=100, visibility_timeout=0.6)
+
+    asyncio.run(run_until(worker, lambda: queue.depth == 0))
+
+    assert worker.stats.received == 3
+    assert sink.attempts == 1
+    assert queue.stale_deletes == []
+
+
+def test_an_extension_never_shortens_the_queue_visibility_timeout() -> None:
+    worker = consumer(FakeSqsQueue(), RecordingSink(), visibility_timeout=90, visibility_extension=10)
+    assert worker.heartbeat.extend_to == 90
+
+
+def test_the_next_batch_is_decoded_while_the_last_one_is_written_and_each_lands_once() -> None:
+    queue, sink = FakeSqsQueue(), RecordingSink()
+    for n in range(60):
+        queue.send(auth_body(n))
+    most = slow_writes(sink, 0.2)
+    worker = consumer(queue, sink, receivers=2, batch_max=10, writes_in_flight=2)
+
+    asyncio.run(run_until(worker, lambda: queue.depth == 0, within=10))
+
+    assert most[0] == 2
+    assert sorted(event_ids(sink)) == sorted(f"event-{n}" for n in range(60))
+    assert worker.stats.consumed == 60
+    assert queue.stale_deletes == []
+
+
+def test_with_one_write_in_flight_batches_are_written_one_after_the_other() -> None:
+    queue, sink = FakeSqsQueue(), RecordingSink()
+    for n in range(30):
+        queue.send(auth_body(n))
+    most = slow_writes(sink, 0.05)
+    worker = consumer(queue, sink, writes_in_flight=1)
+
+    asyncio.run(run_until(worker, lambda: queue.depth == 0, within=10))
+
+    assert most[0] == 1
+    assert sorted(event_ids(sink)) == sorted(f"event-{n}" for n in range(30))

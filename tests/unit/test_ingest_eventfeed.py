@@ -15,7 +15,7 @@ from contracts.eventfeed import dumps_exact, loads_exact
 from contracts.tables import CART_EVENTS, PAYMENT_EVENTS, TABLES, UNKNOWN_EVENTS
 from ingest.consumer import Consumer
 from ingest.decode import PoisonMessageError
-from ingest.eventfeed import last_four, redact_card_numbers, rows_for_event
+from ingest.eventfeed import decode_event_batch, last_four, redact_card_numbers, rows_for_event
 from ingest.fakes import FakeSqsQueue, RecordingSink
 from warehouse.lake import to_arrow
 
@@ -378,7 +378,7 @@ def test_the_consumer_lands_feed_events_once_each_with_the_eventfeed_decode() ->
         queue,
         sink,
         lambda: RECEIVED,
-        decode=rows_for_event,
+        decode=decode_event_batch,
         receivers=1,
         batch_max=10,
         linger_seconds=0.01,
