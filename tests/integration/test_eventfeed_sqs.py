@@ -107,7 +107,9 @@ def test_a_feed_played_through_the_bus_lands_as_the_key_says_with_duplicates_col
                 await consume_until(worker, drained, within=20)
                 assert resources.eventfeed.dlq_url is not None
                 assert await on_queue(sqs, resources.eventfeed.dlq_url) == 0
-        assert worker.stats.consumed == len(feed.deliveries)
+        # Every delivery was consumed; SQS may redeliver one whose visibility lapsed on a loaded machine
+        # (at least once), which the table counts below show collapsed.
+        assert worker.stats.consumed >= len(feed.deliveries)
         assert worker.stats.poison == 0
 
     asyncio.run(scenario_run())
