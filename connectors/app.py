@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import models
 from connectors.errors import OutboxUnavailableError
-from connectors.fast_path import INTERNAL, TOO_MANY, FastPath, HotRoute
+from connectors.fast_path import INTERNAL, TOO_MANY, FastPath, HotRoute, Observe
 from connectors.protection import BodyLimitMiddleware, StoreRateLimiter
 from connectors.service import Answer, ConnectorService
 from connectors.settings import ConnectorSettings
@@ -121,9 +121,9 @@ class Metrics:
 class ObserveMiddleware:
     """API-key check, a JSON log line, and metrics per connector request (pure ASGI: cheap)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, observe: Observe, api_key: str | None) -> None:
         self.app = app
-        self.metrics = metrics
+        self.observe = observe
         self.api_key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,17 +151,36 @@ class ObserveMiddleware:
             await self.app(scope, receive, observed)
         finally:
             state = scope.get("state") or {}
-            observe(self.metrics, path, status, time.perf_counter() - started, state.get("request_id"))
+            self.observe(path, status, time.perf_counter() - started, state.get("request_id"))
 
 
-def observe(metrics: Metrics, route: str, status: int, seconds: float, request_id: str | None) -> None:
-    """Metrics and the JSON request log line for one answered connector request."""
-    metrics.observe(route, status, seconds)
-    if log.isEnabledFor(logging.INFO):
-        log.info(
-            "request",
-            extra={"route": route, "status": status, "latency_ms": round(seconds * 1000, 3), "request_id": request_id},
-        )
+class RequestLog:
+    """The JSON request log: every refusal (status 400 and up) and every slow answer, and one in
+    `every` of the others (a line carries `sampled: every` then); the metrics count every request."""
+
+    def __init__(self, every: int, slow_seconds: float) -> None:
+        self._every = every
+        self._slow = slow_seconds
+        self._seen = 0
+
+    def __call__(self, route: str, status: int, seconds: float, request_id: str | None) -> None:
+        sampled = 1
+        if status < 400 and seconds < self._slow:
+            self._seen += 1
+            if self._seen < self._every:
+                return
+            self._seen, sampled = 0, self._every
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "route": route,
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "request_id": request_id,
+                    "sampled": sampled,
+                },
+            )
 
 
 class ConnectorApi(FastAPI):
@@ -213,7 +232,13 @@ def create_app(
         return Response(INTERNAL, status_code=500, media_type=_JSON)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(ObserveMiddleware, metrics=metrics, api_key=api_key)
+    request_log = RequestLog(settings.request_log_every, settings.request_log_slow_seconds)
+
+    def observe(route: str, status: int, seconds: float, request_id: str | None) -> None:
+        metrics.observe(route, status, seconds)
+        request_log(route, status, seconds, request_id)
+
+    app.add_middleware(ObserveMiddleware, observe=observe, api_key=api_key)
 
     async def answer(
         request: Request, store_id: str, request_id: str, run: Callable[[], Awaitable[Answer]]
@@ -275,7 +300,7 @@ def create_app(
                 "/v1/order/purchases": HotRoute(models.CreatePurchasesRequest, service.create_purchase),
             },
             allow=limiter.allow,
-            observe=lambda route, status, seconds, request_id: observe(metrics, route, status, seconds, request_id),
+            observe=observe,
             max_body_bytes=settings.max_body_bytes,
             api_key=api_key,
         )
