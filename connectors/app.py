@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors import models
 from connectors.errors import OutboxUnavailableError
+from connectors.fast_path import INTERNAL, TOO_MANY, FastPath, HotRoute, Observe
 from connectors.protection import BodyLimitMiddleware, StoreRateLimiter
 from connectors.service import Answer, ConnectorService
 from connectors.settings import ConnectorSettings
@@ -24,8 +25,6 @@ from connectors.settings import ConnectorSettings
 log = logging.getLogger("jwo.connectors.http")
 
 _JSON = "application/json"
-_TOO_MANY = b'{"message":"Too Many Requests"}'
-_INTERNAL = b'{"message":"internal error: the request could not be recorded"}'
 
 _ERROR_DOCS: dict[int | str, dict[str, Any]] = {
     400: {"model": models.ErrorResponse, "description": "Validation error: which field, what is wrong"},
@@ -105,14 +104,26 @@ class Metrics:
         )
         self.relay_errors = Gauge("jwo_relay_errors", "Relay send failures since start", registry=self.registry)
         self.relay_sent = Gauge("jwo_relay_sent", "Messages the relay put on the queue", registry=self.registry)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        """Count one answer and its latency (the labelled children cached: `labels()` is not free)."""
+        children = self._children.get((route, status))
+        if children is None:
+            children = self._children[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class ObserveMiddleware:
     """API-key check, a JSON log line, and metrics per connector request (pure ASGI: cheap)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, api_key: str | None) -> None:
+    def __init__(self, app: ASGIApp, observe: Observe, api_key: str | None) -> None:
         self.app = app
-        self.metrics = metrics
+        self.observe = observe
         self.api_key = api_key.encode() if api_key else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -139,20 +150,50 @@ class ObserveMiddleware:
         try:
             await self.app(scope, receive, observed)
         finally:
-            elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(elapsed)
-            if log.isEnabledFor(logging.INFO):
-                state = scope.get("state") or {}
-                log.info(
-                    "request",
-                    extra={
-                        "route": path,
-                        "status": status,
-                        "latency_ms": round(elapsed * 1000, 3),
-                        "request_id": state.get("request_id"),
-                    },
-                )
+            state = scope.get("state") or {}
+            self.observe(path, status, time.perf_counter() - started, state.get("request_id"))
+
+
+class RequestLog:
+    """The JSON request log: every refusal (status 400 and up) and every slow answer, and one in
+    `every` of the others (a line carries `sampled: every` then); the metrics count every request."""
+
+    def __init__(self, every: int, slow_seconds: float) -> None:
+        self._every = every
+        self._slow = slow_seconds
+        self._seen = 0
+
+    def __call__(self, route: str, status: int, seconds: float, request_id: str | None) -> None:
+        sampled = 1
+        if status < 400 and seconds < self._slow:
+            self._seen += 1
+            if self._seen < self._every:
+                return
+            self._seen, sampled = 0, self._every
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "request",
+                extra={
+                    "route": route,
+                    "status": status,
+                    "latency_ms": round(seconds * 1000, 3),
+                    "request_id": request_id,
+                    "sampled": sampled,
+                },
+            )
+
+
+class ConnectorApi(FastAPI):
+    """The FastAPI app, with a POST to one of the four connector routes tried on `fast_path` first."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_path
+        if fast is not None and scope["type"] == "http" and scope["path"] in fast.routes:
+            await fast(scope, receive, send, super().__call__)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -161,11 +202,13 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     refresh_metrics: Callable[[], None] | None = None,
+    fast_path: bool = True,
 ) -> FastAPI:
+    """The connectors' app; `fast_path=False` leaves every request to FastAPI (the reference behaviour)."""
     metrics = metrics or Metrics()
     limiter = StoreRateLimiter(settings.rate_limit_per_store, settings.rate_limit_burst)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
-    app = FastAPI(
+    app = ConnectorApi(
         title="JWO retailer connectors",
         version="1",
         description="Identity and Ordering connectors that Amazon Just Walk Out calls (SPEC §2).",
@@ -186,22 +229,28 @@ def create_app(
     @app.exception_handler(Exception)
     async def _fault(request: Request, exc: Exception) -> Response:
         log.exception("unexpected fault on %s", request.url.path)
-        return Response(_INTERNAL, status_code=500, media_type=_JSON)
+        return Response(INTERNAL, status_code=500, media_type=_JSON)
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(ObserveMiddleware, metrics=metrics, api_key=api_key)
+    request_log = RequestLog(settings.request_log_every, settings.request_log_slow_seconds)
+
+    def observe(route: str, status: int, seconds: float, request_id: str | None) -> None:
+        metrics.observe(route, status, seconds)
+        request_log(route, status, seconds, request_id)
+
+    app.add_middleware(ObserveMiddleware, observe=observe, api_key=api_key)
 
     async def answer(
         request: Request, store_id: str, request_id: str, run: Callable[[], Awaitable[Answer]]
     ) -> Response:
         request.scope.setdefault("state", {})["request_id"] = request_id
         if not limiter.allow(store_id):
-            return Response(_TOO_MANY, status_code=429, media_type=_JSON)
+            return Response(TOO_MANY, status_code=429, media_type=_JSON)
         try:
             result = await run()
         except OutboxUnavailableError as exc:
             log.error("outbox unavailable: %s", exc)
-            return Response(_INTERNAL, status_code=500, media_type=_JSON)
+            return Response(INTERNAL, status_code=500, media_type=_JSON)
         return Response(result.body, status_code=result.status, media_type=_JSON)
 
     @app.post(
@@ -241,6 +290,20 @@ def create_app(
     )
     async def create_purchases(body: models.CreatePurchasesRequest, request: Request) -> Response:
         return await answer(request, body.storeId, body.requestId, lambda: service.create_purchase(body))
+
+    if fast_path:
+        app.fast_path = FastPath(
+            {
+                "/v1/identity/scan": HotRoute(models.ResolveScanRequest, service.resolve_scan),
+                "/v1/identity/identity-keys": HotRoute(models.VerifyIdentityKeysRequest, service.verify_identity_keys),
+                "/v1/identity/shopper": HotRoute(models.GetShopperRequest, service.get_shopper),
+                "/v1/order/purchases": HotRoute(models.CreatePurchasesRequest, service.create_purchase),
+            },
+            allow=limiter.allow,
+            observe=observe,
+            max_body_bytes=settings.max_body_bytes,
+            api_key=api_key,
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

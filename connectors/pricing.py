@@ -9,8 +9,14 @@ _MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3, "TND
 ZERO = Decimal(0)
 
 
+_QUANTA: dict[str, Decimal] = {}
+
+
 def quantum(currency: str) -> Decimal:
-    return Decimal(1).scaleb(-_MINOR_UNITS.get(currency.upper(), 2))
+    found = _QUANTA.get(currency)
+    if found is None:
+        found = _QUANTA[currency] = Decimal(1).scaleb(-_MINOR_UNITS.get(currency.upper(), 2))
+    return found
 
 
 def round_money(value: Decimal, currency: str) -> Decimal:

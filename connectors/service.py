@@ -24,24 +24,14 @@ from pydantic import BaseModel
 
 from connectors import models
 from connectors.directory import phone_digits
+from connectors.encode import records, uuid5
 from connectors.errors import OutboxUnavailableError
 from connectors.ports import Outbox, OutboxRecord, RetailerDirectory, Shopper, StoredResponse
 from connectors.pricing import UNKNOWN_LINE, CatalogItem, price_line
-from contracts.messages import (
-    AuthEvent,
-    BadCart,
-    BadCartItem,
-    CancelCharge,
-    Envelope,
-    MessageType,
-    Purchase,
-    PurchaseLine,
-    encode_parts,
-    envelope_for,
-)
+from contracts.messages import MessageType
 
 Route = Literal["scan", "identity_keys", "shopper", "purchases"]
-_PURCHASE_NAMESPACE = uuid.UUID("1d0f4a52-3c1e-4b8e-b1a5-7f3f6e0f2c11")
+_PURCHASE_NAMESPACE = uuid.UUID("1d0f4a52-3c1e-4b8e-b1a5-7f3f6e0f2c11").bytes
 _UUID = re.compile(models.UUID_PATTERN)
 _SCAN_TYPES = {"SHOPPER": "SHOPPER", "ASSOCIATE": "ASSOCIATE", "CASH_SHOPPER": "CASH"}
 
@@ -56,7 +46,8 @@ class Answer:
 class _Decision:
     status: int
     body: dict[str, Any]
-    envelopes: list[Envelope]
+    records: list[OutboxRecord]
+    """The queue messages, encoded (`connectors.encode`)."""
 
 
 def fingerprint(request: BaseModel) -> str:
@@ -82,7 +73,7 @@ def _scan_event_id(key: str, scan_id: str) -> str:
 
 
 def purchase_id_for(shopping_trip_id: str) -> str:
-    return str(uuid.uuid5(_PURCHASE_NAMESPACE, shopping_trip_id))
+    return uuid5(_PURCHASE_NAMESPACE, shopping_trip_id)
 
 
 def _json(body: dict[str, Any]) -> bytes:
@@ -123,11 +114,8 @@ class ConnectorService:
         self._inflight[(route, key)] = future
         try:
             decision = decide()
-            records = [
-                OutboxRecord(part.message_id, body) for e in decision.envelopes for part, body in encode_parts(e)
-            ]
             stored = await self._outbox.commit(
-                route, key, StoredResponse(fp, decision.status, _json(decision.body)), records
+                route, key, StoredResponse(fp, decision.status, _json(decision.body)), decision.records
             )
         except BaseException:
             future.set_result(None)
@@ -168,23 +156,24 @@ class ConnectorService:
         outcome: Literal["ACCEPT", "REJECT", "NOT_FOUND"],
         status: int,
         shopper: Shopper | None,
-    ) -> Envelope:
+    ) -> list[OutboxRecord]:
+        """The `contracts.messages.AuthEvent` message of an identity call."""
         now = self._clock()
-        event = AuthEvent(
-            event_id=event_key,
-            request_id=request_id,
-            endpoint=endpoint,
-            store_id=store_id,
-            occurred_at=occurred_at,
-            received_at=now,
-            location=location,
-            channel=channel,
-            outcome=outcome,
-            http_status=status,
-            visitor_type=shopper.visitor_type if shopper else None,
-            shopper_id=shopper.shopper_id if shopper else None,
-        )
-        return envelope_for(
+        event = {
+            "event_id": event_key,
+            "request_id": request_id,
+            "endpoint": endpoint,
+            "store_id": store_id,
+            "occurred_at": occurred_at,
+            "received_at": now,
+            "location": location,
+            "channel": channel,
+            "outcome": outcome,
+            "http_status": status,
+            "visitor_type": shopper.visitor_type if shopper else None,
+            "shopper_id": shopper.shopper_id if shopper else None,
+        }
+        return records(
             MessageType.AUTH_EVENT, f"{endpoint}:{event_key}", event, occurred_at=now, producer=self._producer
         )
 
@@ -209,7 +198,7 @@ class ConnectorService:
                 location=scan.location, channel=scan.channel,
                 outcome="ACCEPT" if admitted else "REJECT", status=200, shopper=shopper,
             )  # fmt: skip
-            return _Decision(200, body, [event])
+            return _Decision(200, body, event)
 
         return await self._once("scan", key, req, decide)
 
@@ -231,7 +220,7 @@ class ConnectorService:
                 location=auth.location, channel=req.keyChannel,
                 outcome="ACCEPT" if admitted else "REJECT", status=status, shopper=shopper,
             )  # fmt: skip
-            return _Decision(status, body, [event])
+            return _Decision(status, body, event)
 
         return await self._once("identity_keys", auth.id, req, decide)
 
@@ -249,7 +238,7 @@ class ConnectorService:
                 location=None, channel=req.shopperKeyType,
                 outcome="ACCEPT" if shopper else "NOT_FOUND", status=status, shopper=shopper,
             )  # fmt: skip
-            return _Decision(status, body, [event])
+            return _Decision(status, body, event)
 
         return await self._once("shopper", req.requestId, req, decide)
 
@@ -265,9 +254,10 @@ class ConnectorService:
 
         def decide() -> _Decision:
             now = self._clock()
-            lines: list[PurchaseLine] = []
-            unknown: list[BadCartItem] = []
+            lines: list[dict[str, Any]] = []
+            unknown: list[dict[str, Any]] = []
             currency: str | None = None
+            subtotal = promotions = tax = total = Decimal(0)
             for n, cart_item in enumerate(req.cartItems, start=1):
                 quantity = Decimal(cart_item.quantity.value)
                 found = self._lookup(req.storeId, cart_item)
@@ -275,31 +265,35 @@ class ConnectorService:
                 if found is None:
                     what = "SKU" if cart_item.type == "SKU" else "barcode"
                     unknown.append(
-                        BadCartItem(
-                            item_id=cart_item.id,
-                            item_type=cart_item.type,
-                            reason=f"unknown {what} {cart_item.id!r} in store {req.storeId!r}",
-                        )
+                        {
+                            "item_id": cart_item.id,
+                            "item_type": cart_item.type,
+                            "reason": f"unknown {what} {cart_item.id!r} in store {req.storeId!r}",
+                        }
                     )
                 elif currency is None:
                     currency = found.currency
-                lines.append(
-                    PurchaseLine(
-                        line_no=n,
-                        line_item_id=cart_item.lineItemId,
-                        item_id=cart_item.id,
-                        item_type=cart_item.type,
-                        sku=found.sku if found else None,
-                        name=found.name if found else None,
-                        quantity=quantity,
-                        unit=cart_item.quantity.unit,
-                        unit_price=found.unit_price if found else None,
-                        amount=priced.amount,
-                        discount=priced.discount,
-                        tax=priced.tax,
-                        line_total=priced.line_total,
-                        known=found is not None,
-                    )
+                subtotal += priced.amount
+                promotions += priced.discount
+                tax += priced.tax
+                total += priced.line_total
+                lines.append(  # a contracts.messages.PurchaseLine
+                    {
+                        "line_no": n,
+                        "line_item_id": cart_item.lineItemId,
+                        "item_id": cart_item.id,
+                        "item_type": cart_item.type,
+                        "sku": found.sku if found else None,
+                        "name": found.name if found else None,
+                        "quantity": str(quantity),
+                        "unit": cart_item.quantity.unit,
+                        "unit_price": str(found.unit_price) if found else None,
+                        "amount": str(priced.amount),
+                        "discount": str(priced.discount),
+                        "tax": str(priced.tax),
+                        "line_total": str(priced.line_total),
+                        "known": found is not None,
+                    }
                 )
             scan_events = [a for a in req.shoppingTrip.authEvents if a.payloadType == "SCAN_CODE"]
             shopper_id = next((a.scanResult.id for a in scan_events if a.scanResult and a.scanResult.id), None)
@@ -307,37 +301,37 @@ class ConnectorService:
                 shopper_id = req.shopperIdentity.id or None
             empty = not req.cartItems
             purchase_id = "" if empty else purchase_id_for(trip_id)
-            purchase = Purchase(
-                shopping_trip_id=trip_id,
-                purchase_id=purchase_id,
-                store_id=req.storeId,
-                entry_method="SCAN_CODE" if scan_events else "FINANCIAL",
-                shopper_id=shopper_id,
-                start_time=req.shoppingTrip.startTime,
-                end_time=req.shoppingTrip.endTime,
-                currency=currency or self._default_currency,
-                subtotal=sum((line.amount for line in lines), Decimal(0)),
-                promotions=sum((line.discount for line in lines), Decimal(0)),
-                tax=sum((line.tax for line in lines), Decimal(0)),
-                total=sum((line.line_total for line in lines), Decimal(0)),
-                line_count=len(lines),
-                unknown_item_count=len(unknown),
-                created_at=now,
-                lines=lines,
-            )
-            envelopes = [
-                envelope_for(MessageType.PURCHASE, trip_id, purchase, occurred_at=now, producer=self._producer)
-            ]
+            purchase = {  # a contracts.messages.Purchase
+                "shopping_trip_id": trip_id,
+                "purchase_id": purchase_id,
+                "store_id": req.storeId,
+                "entry_method": "SCAN_CODE" if scan_events else "FINANCIAL",
+                "shopper_id": shopper_id,
+                "start_time": req.shoppingTrip.startTime,
+                "end_time": req.shoppingTrip.endTime,
+                "currency": currency or self._default_currency,
+                "subtotal": str(subtotal),
+                "promotions": str(promotions),
+                "tax": str(tax),
+                "total": str(total),
+                "line_count": len(lines),
+                "unknown_item_count": len(unknown),
+                "created_at": now,
+                "lines": lines,
+            }
+            producer = self._producer
+            messages = records(MessageType.PURCHASE, trip_id, purchase, occurred_at=now, producer=producer)
             if unknown:
-                bad = BadCart(shopping_trip_id=trip_id, store_id=req.storeId, created_at=now, items=unknown)
-                envelopes.append(
-                    envelope_for(MessageType.BAD_CART, trip_id, bad, occurred_at=now, producer=self._producer)
-                )
+                bad = {"shopping_trip_id": trip_id, "store_id": req.storeId, "created_at": now, "items": unknown}
+                messages += records(MessageType.BAD_CART, trip_id, bad, occurred_at=now, producer=producer)
             if empty:
-                cancel = CancelCharge(shopping_trip_id=trip_id, store_id=req.storeId, requested_at=now)
-                envelopes.append(
-                    envelope_for(MessageType.CANCEL_CHARGE, trip_id, cancel, occurred_at=now, producer=self._producer)
-                )
-            return _Decision(201, {"purchaseId": purchase_id}, envelopes)
+                cancel = {
+                    "shopping_trip_id": trip_id,
+                    "store_id": req.storeId,
+                    "requested_at": now,
+                    "reason": "EMPTY_CART",
+                }
+                messages += records(MessageType.CANCEL_CHARGE, trip_id, cancel, occurred_at=now, producer=producer)
+            return _Decision(201, {"purchaseId": purchase_id}, messages)
 
         return await self._once("purchases", trip_id, req, decide)

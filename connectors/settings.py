@@ -17,4 +17,10 @@ class ConnectorSettings(BaseModel):
     idempotency_retention_hours: float = Field(default=48.0, ge=48.0)
     default_currency: str = "USD"
     relay_in_flight: int = Field(default=4, ge=1, description="SendMessageBatch calls in flight")
+    request_log_every: int = Field(
+        default=100, ge=1, description="write the JSON request log line for one in this many answers under 400"
+    )
+    request_log_slow_seconds: float = Field(
+        default=1.0, gt=0, description="every answer this slow or slower is logged, whatever its status"
+    )
     relay_max_backoff_seconds: float = Field(default=10.0, gt=0)

@@ -24,7 +24,7 @@ from connectors.imports import import_catalog_file, import_shoppers_file, parse_
 from connectors.ports import Shopper
 from contracts.tables import INTRADAY_ORDER_LINES
 from ingest.intraday import ReportFileError
-from jwo import logs
+from jwo import eventloop, logs
 from jwo.intraday import ReplayError, build_applier, ingest_sources, replay_day
 from jwo.payments import LakeRefunds, PayoffError, deliver_now, drain_now, issue_refund, open_outbox, settle_debt
 from jwo.reconcile_facts import build_job, settlement_report
@@ -133,7 +133,7 @@ def up(host: HostOpt = None, port: PortOpt = None) -> None:
 def serve(host: HostOpt = None, port: PortOpt = None) -> None:
     """Run the connectors and their outbox relay only (production: consumers run elsewhere)."""
     settings = _with_listen(_settings(), host, port)
-    asyncio.run(_run(settings, connectors=True, consumers=False))
+    eventloop.run(_run(settings, connectors=True, consumers=False))
 
 
 @app.command()

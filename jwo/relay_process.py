@@ -28,7 +28,7 @@ from connectors.adapters.sqlite_outbox import SqliteOutboxQueue
 from connectors.adapters.sqs_publisher import SqsPublisher
 from connectors.relay import Relay
 from contracts.aws import AwsEndpoint
-from jwo import logs
+from jwo import eventloop, logs
 
 log = logging.getLogger("jwo.relay")
 
@@ -98,7 +98,7 @@ def _main(config: RelayConfig, conn: Connection, parent_pid: int, sent: Synchron
           errors: Synchronized[int]) -> None:  # fmt: skip
     logs.configure(config.log_level, config.log_format)
     try:
-        asyncio.run(_serve(config, conn, parent_pid, sent, errors))
+        eventloop.run(_serve(config, conn, parent_pid, sent, errors))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             conn.send(f"error {type(exc).__name__}: {exc}")

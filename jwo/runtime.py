@@ -14,6 +14,7 @@ import functools
 import gc
 import logging
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -53,6 +54,9 @@ from warehouse.errors import TerminalWarehouseError, WarehouseError
 from warehouse.lake import LakeWriter, janitor
 
 log = logging.getLogger("jwo.runtime")
+
+_SWITCH_INTERVAL = 0.0005
+"""Seconds a thread holds the GIL while another waits for it, with the connectors on (default 0.005)."""
 
 
 def utc_now() -> datetime:
@@ -462,6 +466,11 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
         relay: RelayProcess | None = None
         if connectors:
             cs = settings.connectors
+            # The outbox writer thread gets the GIL back after every SQLite call (each releases it) and
+            # after every fsync; with the default 5 ms switch interval a busy event loop makes it wait
+            # that long each time, and every request in its commit group waits with it.
+            stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+            sys.setswitchinterval(_SWITCH_INTERVAL)
             directory = CachedDirectory(store)
             outbox = SqliteOutbox(settings.outbox_db, commit_timeout=cs.commit_timeout_seconds)
             stack.callback(outbox.close)

@@ -8,9 +8,9 @@
   pre-bound loopback socket, the SQLite outbox and the relay draining it to the embedded SQS, and
   the JSON request log `jwo` configures (written to stderr, which the bench sends to a file).
 
-Both are served the same way: uvicorn in the default asyncio loop on a socket created with
-`IPPROTO_TCP` (so asyncio sets TCP_NODELAY; without it every keep-alive answer waits ~40 ms for the
-client's delayed ACK). Once listening, a server prints `READY {"port": ...}` on stdout (the jwo
+Both are served the same way: uvicorn on the event loop `jwo serve` runs (`jwo.eventloop`: uvloop), on
+a socket created with `IPPROTO_TCP` (so the loop sets TCP_NODELAY; without it every keep-alive answer
+waits ~40 ms for the client's delayed ACK). Once listening, a server prints `READY {"port": ...}` on stdout (the jwo
 server adds its embedded SQS endpoint and events queue); SIGTERM or SIGINT stops it (the jwo server
 drains its outbox to the queue first).
 """
@@ -34,7 +34,7 @@ from fastapi import FastAPI, Response
 from bench.harness import ECHO_STATUS
 from connectors import models
 from connectors.settings import ConnectorSettings
-from jwo import logs
+from jwo import eventloop, logs
 from jwo.runtime import running
 from jwo.settings import Settings
 
@@ -132,11 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     jwo.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if args.server == "echo":
-        asyncio.run(serve_echo())
+        eventloop.run(serve_echo())
     else:
         settings = jwo_settings(args.home, args.rate_limit_per_store, args.log_level)
         logs.configure(settings.log_level, settings.log_format)
-        asyncio.run(serve_jwo(settings))
+        eventloop.run(serve_jwo(settings))
     return 0
 
 

@@ -269,8 +269,9 @@ class SqliteOutboxQueue:
         if not seqs:
             return
         now = time.time()
-        with self._lock:
-            self._conn.executemany("UPDATE outbox SET sent_at = ? WHERE seq = ?", [(now, s) for s in seqs])
+        marks = ",".join("?" * len(seqs))
+        with self._lock:  # one statement: one short write transaction, not one per message
+            self._conn.execute(f"UPDATE outbox SET sent_at = ? WHERE seq IN ({marks})", (now, *seqs))
 
     def stats(self, now: datetime) -> tuple[int, float]:
         with self._lock:

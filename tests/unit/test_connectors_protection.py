@@ -4,6 +4,7 @@ optional api key, `/healthz` and `/metrics`."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +13,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from connectors import models
-from connectors.app import Metrics, create_app
+from connectors.app import Metrics, RequestLog, create_app
 from connectors.directory import CachedDirectory
 from connectors.fakes import MemoryOutbox, MemorySource
 from connectors.protection import StoreRateLimiter
@@ -288,3 +289,18 @@ def test_an_unexpected_fault_is_a_json_500_not_a_stack_trace(source: MemorySourc
         response = broken.post("/v1/identity/scan", json=scan_body())
     assert response.status_code == 500
     assert response.json() == {"message": "internal error: the request could not be recorded"}
+
+
+def test_the_request_log_keeps_every_refusal_and_slow_answer_and_samples_the_rest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    request_log = RequestLog(every=3, slow_seconds=0.5)
+    with caplog.at_level(logging.INFO, logger="jwo.connectors.http"):
+        for n in range(7):
+            request_log(SCAN, 200, 0.001, f"ok-{n}")
+        request_log(SCAN, 400, 0.001, "invalid")
+        request_log(SCAN, 429, 0.001, "limited")
+        request_log(SCAN, 200, 0.6, "slow")
+
+    logged = [(r.request_id, r.sampled) for r in caplog.records if r.getMessage() == "request"]  # type: ignore[attr-defined]
+    assert logged == [("ok-2", 3), ("ok-5", 3), ("invalid", 1), ("limited", 1), ("slow", 1)]
