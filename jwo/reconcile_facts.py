@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -15,20 +16,25 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.ports import BadDebt, RetailerAdmin
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
+from contracts.tables import INTRADAY_ORDER_LINES
+from reconcile import table_rules
 from reconcile.job import ReconcileJob
-from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
-from reconcile.rules import Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
+from reconcile.ports import ScopedFacts
+from reconcile.rows import debt_from_row
+from reconcile.rules import Debt
 from reconcile.settings import ReconcileSettings
 from simulator.settlement import SettlementKey
-from warehouse.lake import LakeWriter
-from warehouse.query import QueryResult, run_query
+from warehouse.errors import QueryError
+from warehouse.lake import LakeWriter, parquet_files
+from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, open_reader, run_query
 from warehouse.render import render
-from warehouse.views import quote_literal
+from warehouse.views import parquet_glob, quote_literal
 
 log = logging.getLogger("jwo.reconcile")
 
@@ -47,7 +53,8 @@ def _ts(moment: datetime) -> str:
 
 
 class LakeFacts:
-    """`FactsSource` and `StateSource` over the lake's views; every call reads what is published right now."""
+    """`FactsSource` and `StateSource` over the lake's views; every call reads what is published right now, with
+    one in-memory DuckDB reader (`warehouse.query.open_reader`) that is given the run's trip ids as an Arrow table."""
 
     def __init__(self, lake_root: Path) -> None:
         self._root = lake_root
@@ -55,10 +62,33 @@ class LakeFacts:
     def _query(self, sql: str) -> list[dict[str, Any]]:
         return _dicts(run_query(self._root, sql))
 
-    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
+    def _read(self, statements: Sequence[str], schemas: Sequence[pa.Schema], **tables: pa.Table) -> list[pa.Table]:
+        """Run `statements` on one reader that sees `tables`; the last len(schemas) give tables of those schemas.
+        A file that compaction removed between listing and reading makes the whole read run again."""
+        for attempt in range(VANISHED_FILE_RETRIES + 1):
+            try:
+                con = open_reader(self._root)
+                try:
+                    for name, table in tables.items():
+                        con.register(name, table)
+                    setup, reads = statements[: -len(schemas)], statements[-len(schemas) :]
+                    for sql in setup:
+                        con.execute(sql)
+                    pairs = zip(reads, schemas, strict=True)
+                    return [con.sql(sql).to_arrow_table().cast(schema) for sql, schema in pairs]
+                finally:
+                    con.close()
+            except duckdb.Error as exc:
+                if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                raise QueryError(str(exc)) from exc
+        raise AssertionError("unreachable")
+
+    def facts(self, *, day: date | None = None, since: datetime | None = None) -> ScopedFacts:
         if day is not None:
             d = f"DATE {quote_literal(day.isoformat())}"
-            sql = (
+            scope = (
                 f"select shopping_trip_id from purchases where cast(end_time as date) = {d} "
                 f"union select shopping_trip_id from payment_events where cast(event_time as date) = {d} "
                 f"and shopping_trip_id not in (select shopping_trip_id from purchases) "
@@ -66,7 +96,7 @@ class LakeFacts:
             )
         elif since is not None:
             t = _ts(since)
-            sql = (
+            scope = (
                 f"select shopping_trip_id from purchases where created_at >= {t} "
                 f"union select shopping_trip_id from payment_events where event_time >= {t} "
                 f"union select shopping_trip_id from cancel_charges where requested_at >= {t} "
@@ -74,79 +104,56 @@ class LakeFacts:
                 "union select shopping_trip_id from trip_reconciliation where state = 'pending'"
             )
         else:
-            sql = "select shopping_trip_id from purchases union select shopping_trip_id from payment_events"
-        return sorted(str(r["shopping_trip_id"]) for r in self._query(sql) if r["shopping_trip_id"] is not None)
-
-    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]:
-        if not trip_ids:
-            return []
-        where = f"shopping_trip_id in (select unnest({_ids(trip_ids)}))"
-        purchases = {
-            r["shopping_trip_id"]: Purchase(
-                shopping_trip_id=r["shopping_trip_id"],
-                store_id=r["store_id"],
-                entry_method=r["entry_method"],
-                shopper_id=r["shopper_id"],
-                currency=r["currency"],
-                subtotal=r["subtotal"],
-                promotions=r["promotions"],
-                tax=r["tax"],
-                total=r["total"],
-                line_count=int(r["line_count"]),
-                end_time=r["end_time"],
-            )
-            for r in self._query(
-                "select shopping_trip_id, store_id, entry_method, shopper_id, currency, subtotal, promotions, tax, "
-                f"total, line_count, end_time from purchases where {where}"
-            )
-        }
-        payments: dict[str, list[PaymentEvent]] = {}
-        for r in self._query(
-            "select event_id, shopping_trip_id, store_id, sub_type, amount, currency, event_time "
-            f"from payment_events where {where} order by event_time, event_id"
-        ):
-            payments.setdefault(r["shopping_trip_id"], []).append(PaymentEvent(**r))
-        reported = {
-            r["shopping_trip_id"]: (r["reported"], r["reported_at"])
-            for r in self._query(
+            scope = "select shopping_trip_id from purchases union select shopping_trip_id from payment_events"
+        lines = parquet_glob(INTRADAY_ORDER_LINES, self._root.resolve())
+        in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
+        ids, purchases, payments, reported, cancelled, available = self._read(
+            [
+                "create temp table scope as select shopping_trip_id from "
+                f"({scope}) where shopping_trip_id is not null order by shopping_trip_id",
+                "select shopping_trip_id from scope",
+                f"select {', '.join(table_rules.PURCHASES_SCHEMA.names)} from purchases where {in_scope}",
+                f"select {', '.join(table_rules.PAYMENTS_SCHEMA.names)} from payment_events where {in_scope}",
                 "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
-                f"from intraday_order_lines where {where} group by shopping_trip_id"
-            )
-        }
-        cancelled = {
-            r["shopping_trip_id"]: r["requested_at"]
-            for r in self._query(f"select shopping_trip_id, requested_at from cancel_charges where {where}")
-        }
-        out: list[TripFacts] = []
-        for trip in trip_ids:
-            report = reported.get(trip)
-            out.append(
-                TripFacts(
-                    shopping_trip_id=trip,
-                    purchase=purchases.get(trip),
-                    payments=tuple(payments.get(trip, ())),
-                    reported=report[0] if report else None,
-                    reported_at=report[1] if report else None,
-                    cancelled_at=cancelled.get(trip),
-                )
-            )
-        return out
+                f"from intraday_order_lines where {in_scope} group by shopping_trip_id",
+                f"select shopping_trip_id, requested_at as cancelled_at from cancel_charges where {in_scope}",
+                # Any line in any file: whether a report line was ever loaded (no need to de-duplicate them).
+                f"select count(*) as lines from (select 1 from read_parquet({quote_literal(lines)}) limit 1)"
+                if parquet_files(self._root, INTRADAY_ORDER_LINES) else "select 0 as lines",
+            ],
+            [_IDS, table_rules.PURCHASES_SCHEMA, table_rules.PAYMENTS_SCHEMA, table_rules.REPORTED_SCHEMA,
+             table_rules.CANCELLED_SCHEMA, pa.schema([("lines", pa.int64())])],
+        )  # fmt: skip
+        facts = table_rules.Facts(purchases, payments, reported, cancelled)
+        return ScopedFacts(ids, facts, reports_available=available.column("lines")[0].as_py() > 0)
 
-    def reports_available(self) -> bool:
-        return bool(self._query("select 1 as one from intraday_order_lines limit 1"))
-
-    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]:
-        if not trip_ids:
-            return {}
-        rows = self._query(
-            f"select * from {TRIP_RECONCILIATION.name} where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
+    def trips(self, trip_ids: pa.Table, days: Sequence[date]) -> pa.Table:
+        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days) or "NULL"
+        columns = ", ".join(
+            "cast(business_date as date) as business_date" if name == "business_date" else name
+            for name in table_rules.STATE_SCHEMA.names
         )
-        return {r["shopping_trip_id"]: trip_from_row(r) for r in rows}
+        [rows] = self._read(
+            [
+                f"select {columns} from {TRIP_RECONCILIATION.name} "
+                f"where shopping_trip_id in (select shopping_trip_id from ids) "
+                f"or cast(business_date as date) in ({listed})"
+            ],
+            [table_rules.STATE_SCHEMA],
+            ids=trip_ids,
+        )
+        return rows
 
-    def trips_on(self, days: Sequence[date]) -> list[TripResult]:
-        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
-        rows = self._query(f"select * from {TRIP_RECONCILIATION.name} where cast(business_date as date) in ({listed})")
-        return [trip_from_row(r) for r in rows]
+    def debts(self, trip_ids: pa.Table) -> pa.Table:
+        [rows] = self._read(
+            [
+                f"select {', '.join(table_rules.DEBT_SCHEMA.names)} from {BAD_DEBTS.name} "
+                "where shopping_trip_id in (select shopping_trip_id from ids)"
+            ],
+            [table_rules.DEBT_SCHEMA],
+            ids=trip_ids,
+        )
+        return rows
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         where = "" if trip_ids is None else f" where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
@@ -154,18 +161,27 @@ class LakeFacts:
             return {}
         return {r["shopping_trip_id"]: debt_from_row(r) for r in self._query(f"select * from {BAD_DEBTS.name}{where}")}
 
-    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]:
-        if not trip_ids:
-            return set()
-        rows = self._query(
-            f"select alert_id from {ALERTS.name} where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
+    def alert_ids(self, trip_ids: pa.Table) -> set[str]:
+        [rows] = self._read(
+            [f"select alert_id from {ALERTS.name} where shopping_trip_id in (select shopping_trip_id from ids)"],
+            [pa.schema([("alert_id", pa.string())])],
+            ids=trip_ids,
         )
-        return {str(r["alert_id"]) for r in rows}
+        return set(rows.column("alert_id").to_pylist())
 
-    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]:
-        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
-        rows = self._query(f"select * from {DAILY_SETTLEMENT.name} where business_date in ({listed})")
-        return {(s.business_date, s.store_id): s for s in map(settlement_from_row, rows)}
+    def settlements(self, days: Sequence[date]) -> pa.Table:
+        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days) or "NULL"
+        [rows] = self._read(
+            [
+                f"select {', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
+                f"where business_date in ({listed})"
+            ],
+            [table_rules.SETTLEMENT_SCHEMA],
+        )
+        return rows
+
+
+_IDS = pa.schema([("shopping_trip_id", pa.string())])
 
 
 class RetailerDebtLedger:

@@ -7,11 +7,15 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Literal
 
+import pyarrow as pa
+
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.tables import Table
+from reconcile import table_rules
 from reconcile.errors import AlertDeliveryError
-from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
-from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
+from reconcile.ports import ScopedFacts
+from reconcile.rows import debt_from_row, trip_from_row
+from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, TripFacts
 
 
 @dataclass
@@ -23,34 +27,30 @@ class MemoryFacts:
     reported: dict[str, tuple[Any, datetime]] = field(default_factory=dict)
     cancelled: dict[str, datetime] = field(default_factory=dict)
 
-    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
-        ids = {p.shopping_trip_id for p in self.purchases} | {p.shopping_trip_id for p in self.payments}
-        return sorted(ids)
-
-    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]:
-        wanted = set(trip_ids)
-        purchases = {p.shopping_trip_id: p for p in self.purchases if p.shopping_trip_id in wanted}
-        payments: dict[str, list[PaymentEvent]] = {}
-        for event in self.payments:
-            if event.shopping_trip_id in wanted:
-                payments.setdefault(event.shopping_trip_id, []).append(event)
-        out = []
-        for trip in sorted(wanted):
-            reported = self.reported.get(trip)
-            out.append(
-                TripFacts(
-                    shopping_trip_id=trip,
-                    purchase=purchases.get(trip),
-                    payments=tuple(payments.get(trip, ())),
-                    reported=reported[0] if reported else None,
-                    reported_at=reported[1] if reported else None,
-                    cancelled_at=self.cancelled.get(trip),
-                )
+    def facts(self, *, day: date | None = None, since: datetime | None = None) -> ScopedFacts:
+        """Every trip (the fake ignores `day` and `since`)."""
+        ids = sorted({p.shopping_trip_id for p in self.purchases} | {p.shopping_trip_id for p in self.payments})
+        purchases = {p.shopping_trip_id: p for p in self.purchases}
+        trips = [
+            TripFacts(
+                shopping_trip_id=trip,
+                purchase=purchases.get(trip),
+                payments=tuple(p for p in self.payments if p.shopping_trip_id == trip),
+                reported=self.reported[trip][0] if trip in self.reported else None,
+                reported_at=self.reported[trip][1] if trip in self.reported else None,
+                cancelled_at=self.cancelled.get(trip),
             )
-        return out
+            for trip in ids
+        ]
+        return ScopedFacts(_ids(ids), table_rules.facts_of(trips), reports_available=bool(self.reported))
 
-    def reports_available(self) -> bool:
-        return bool(self.reported)
+
+def _ids(trip_ids: list[str]) -> pa.Table:
+    return pa.table({"shopping_trip_id": pa.array(trip_ids, pa.string())})
+
+
+def _wanted(trip_ids: pa.Table) -> set[str]:
+    return set(trip_ids.column("shopping_trip_id").to_pylist())
 
 
 @dataclass
@@ -77,25 +77,30 @@ class MemoryLake:
     def table(self, name: str) -> list[dict[str, object]]:
         return list(self.rows.get(name, {}).values())
 
-    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]:
-        wanted = set(trip_ids)
-        rows = self.table(TRIP_RECONCILIATION.name)
-        return {str(r["shopping_trip_id"]): trip_from_row(r) for r in rows if r["shopping_trip_id"] in wanted}
-
-    def trips_on(self, days: Sequence[date]) -> list[TripResult]:
+    def trips(self, trip_ids: pa.Table, days: Sequence[date]) -> pa.Table:
+        wanted, on = _wanted(trip_ids), set(days)
         trips = [trip_from_row(r) for r in self.table(TRIP_RECONCILIATION.name)]
-        return [t for t in trips if t.business_date in set(days)]
+        kept = [t for t in trips if t.shopping_trip_id in wanted or t.business_date in on]
+        return table_rules.table_of(kept, table_rules.STATE_SCHEMA)
+
+    def debts(self, trip_ids: pa.Table) -> pa.Table:
+        debts = self.current_debts(sorted(_wanted(trip_ids)))
+        return table_rules.table_of(list(debts.values()), table_rules.DEBT_SCHEMA)
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         debts = [debt_from_row(r) for r in self.table(BAD_DEBTS.name)]
         return {d.shopping_trip_id: d for d in debts if trip_ids is None or d.shopping_trip_id in set(trip_ids)}
 
-    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]:
-        return {str(r["alert_id"]) for r in self.table(ALERTS.name) if r["shopping_trip_id"] in set(trip_ids)}
+    def alert_ids(self, trip_ids: pa.Table) -> set[str]:
+        wanted = _wanted(trip_ids)
+        return {str(r["alert_id"]) for r in self.table(ALERTS.name) if r["shopping_trip_id"] in wanted}
 
-    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]:
-        rows = [settlement_from_row(r) for r in self.table(DAILY_SETTLEMENT.name)]
-        return {(s.business_date, s.store_id): s for s in rows if s.business_date in set(days)}
+    def settlements(self, days: Sequence[date]) -> pa.Table:
+        rows = [r for r in self.table(DAILY_SETTLEMENT.name) if r["business_date"] in set(days)]
+        return pa.Table.from_pylist(
+            [{name: r[name] for name in table_rules.SETTLEMENT_SCHEMA.names} for r in rows],
+            schema=table_rules.SETTLEMENT_SCHEMA,
+        )
 
 
 def _newer(table: Table, row: Mapping[str, object], old: Mapping[str, object]) -> bool:

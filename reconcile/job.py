@@ -3,6 +3,8 @@
     full:         ReconcileJob.run(day=D)       every trip of the UTC day D
     incremental:  ReconcileJob.run(since=T)     trips with a fact since T, plus every pending trip
 
+Both run every trip in scope through `table_rules` at once (the rules of `rules.py` as SQL over Arrow tables), so
+a day of a million trips takes seconds; `close_debt` handles one debt with the dataclasses of `rules.py`.
 Running it twice changes nothing: a trip row, debt or settlement is written only when it differs from the
 current one, history only on a change of state, an alert only once per (trip, decline subtype) (its id derives
 from them). The batch id is a hash of the rows written, so a batch retried after a crash overwrites its files.
@@ -18,21 +20,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.arrow_rows import ArrowRows
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.reconcile_tables import TRIP_RECONCILIATION_HISTORY as HISTORY
 from contracts.tables import Table
+from reconcile import table_rules
 from reconcile.ports import DebtLedger, FactsSource, RowSink, StateSource
-from reconcile.rows import Row, alert_row, debt_row, history_row, settlement_row, trip_row
-from reconcile.rules import (
-    Debt,
-    RuleSettings,
-    Settlement,
-    TripResult,
-    decide_debt,
-    decline_alerts,
-    reconcile_trip,
-    settle,
-)
+from reconcile.rows import debt_row
+from reconcile.rules import Debt, RuleSettings
 
 
 @dataclass(frozen=True)
@@ -70,56 +68,44 @@ class ReconcileJob:
 
     def run(self, *, day: date | None = None, since: datetime | None = None) -> RunReport:
         now = self._clock()
-        ids = sorted(set(self._facts.touched_trips(day=day, since=since)))
-        settings = replace(
-            self._settings, check_reports=self._settings.check_reports and self._facts.reports_available()
+        scoped = self._facts.facts(day=day, since=since)
+        settings = replace(self._settings, check_reports=self._settings.check_reports and scoped.reports_available)
+        results = table_rules.reconcile_trips(scoped.facts, settings, now)
+        days = sorted(pc.unique(results.column("business_date")).to_pylist())
+        trips = table_rules.trip_changes(results, self._state.trips(scoped.trip_ids, days), now)
+
+        debts = table_rules.decide_debts(trips.results, self._state.debts(scoped.trip_ids), now)
+        for debt in table_rules.debts_of(debts.opened):
+            self._ledger.open(debt)
+        for debt in table_rules.debts_of(debts.closed):
+            self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
+
+        alerts = table_rules.decline_alerts(scoped.facts.payments)
+        known = self._state.alert_ids(scoped.trip_ids)
+        alerts = alerts.filter(pa.array([a not in known for a in alerts.column("alert_id").to_pylist()], pa.bool_()))
+
+        settlements = table_rules.changed_settlements(
+            table_rules.settle(trips.day_trips), self._state.settlements(days)
         )
-        current = self._state.current_trips(ids)
-        debts = self._state.current_debts(ids)
-        known_alerts = self._state.alert_ids(ids)
-
-        batch: dict[Table, list[Row]] = {TRIP_RECONCILIATION: [], HISTORY: [], BAD_DEBTS: [], ALERTS: []}
-        results: dict[str, TripResult] = {}
-        opened = closed = 0
-        for facts in self._facts.facts(ids):
-            result = reconcile_trip(facts, settings, now)
-            if result is None:
-                continue
-            old = current.get(result.shopping_trip_id)
-            if old is not None:
-                result = replace(result, first_seen_at=old.first_seen_at)
-            results[result.shopping_trip_id] = result
-            if old is None or not result.same_outcome(old):
-                batch[TRIP_RECONCILIATION].append(trip_row(result, now))
-                if old is None or old.state != result.state:
-                    cause = result.reason if old is None else f"{old.reason} → {result.reason}"
-                    from_state = None if old is None else old.state
-                    batch[HISTORY].append(history_row(result.shopping_trip_id, from_state, result.state, cause, now))
-            debt = decide_debt(result, debts.get(result.shopping_trip_id), now)
-            if debt is not None:
-                opened, closed = self._tell_ledger(debt, debts.get(result.shopping_trip_id), opened, closed, now)
-                batch[BAD_DEBTS].append(debt_row(debt, now))
-            for alert in decline_alerts(facts.payments):
-                if alert.alert_id not in known_alerts:
-                    known_alerts.add(alert.alert_id)
-                    batch[ALERTS].append(alert_row(alert))
-
-        changed_days = sorted({r.business_date for r in results.values()})
-        batch[DAILY_SETTLEMENT] = [settlement_row(s, now) for s in self._settlements(changed_days, results)]
-        batch_id = self._write(batch)
-        states: dict[str, int] = {}
-        for r in results.values():
-            states[r.state] = states.get(r.state, 0) + 1
+        batch: dict[Table, pa.Table] = {
+            TRIP_RECONCILIATION: trips.trip_rows,
+            HISTORY: trips.history_rows,
+            BAD_DEBTS: _with(debts.rows, "updated_at", now),
+            ALERTS: alerts,
+            DAILY_SETTLEMENT: _settlement_rows(settlements, now),
+        }
+        batch_id = self._write({table: ArrowRows(rows) for table, rows in batch.items()})
+        states = results.group_by("state").aggregate([("state", "count")]).to_pylist()
         return RunReport(
-            trips=len(results),
-            changed=len(batch[TRIP_RECONCILIATION]),
-            transitions=len(batch[HISTORY]),
-            debts_opened=opened,
-            debts_closed=closed,
-            alerts=len(batch[ALERTS]),
-            settlements=len(batch[DAILY_SETTLEMENT]),
+            trips=results.num_rows,
+            changed=trips.trip_rows.num_rows,
+            transitions=trips.history_rows.num_rows,
+            debts_opened=debts.opened.num_rows,
+            debts_closed=debts.closed.num_rows,
+            alerts=alerts.num_rows,
+            settlements=settlements.num_rows,
             batch_id=batch_id,
-            states=dict(sorted(states.items())),
+            states=dict(sorted((str(s["state"]), int(s["state_count"])) for s in states)),
         )
 
     def close_debt(
@@ -139,32 +125,37 @@ class ReconcileJob:
         self._write({BAD_DEBTS: [debt_row(new, now)]})
         return new
 
-    def _tell_ledger(self, debt: Debt, old: Debt | None, opened: int, closed: int, now: datetime) -> tuple[int, int]:
-        if old is None and debt.status == "OPEN":
-            self._ledger.open(debt)
-            return opened + 1, closed
-        if old is not None and old.status == "OPEN" and debt.status != "OPEN":
-            self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
-            return opened, closed + 1
-        return opened, closed
-
-    def _settlements(self, days: Sequence[date], results: Mapping[str, TripResult]) -> list[Settlement]:
-        if not days:
-            return []
-        trips = {t.shopping_trip_id: t for t in self._state.trips_on(days)}
-        trips.update(results)
-        current = self._state.settlements(days)
-        return [s for s in settle(list(trips.values())) if current.get((s.business_date, s.store_id)) != s]
-
-    def _write(self, batch: Mapping[Table, Sequence[Row]]) -> str | None:
+    def _write(self, batch: Mapping[Table, Sequence[Mapping[str, object]]]) -> str | None:
         batch = {table: rows for table, rows in batch.items() if rows}
         if not batch:
             return None
         digest = hashlib.sha256()
         for table in sorted(batch, key=lambda t: t.name):
             digest.update(table.name.encode())
-            for row in batch[table]:
-                digest.update(repr(sorted(row.items(), key=lambda kv: kv[0])).encode())
+            rows = batch[table]
+            if isinstance(rows, ArrowRows):  # the bytes of its columns, in the table's schema
+                digest.update(_arrow_bytes(rows.table.cast(table.arrow_schema()).combine_chunks()))
+            else:
+                for row in rows:
+                    digest.update(repr(sorted(row.items(), key=lambda kv: kv[0])).encode())
         batch_id = f"reconcile-{digest.hexdigest()[:32]}"
         self._sink.write_tables(batch, batch_id)
         return batch_id
+
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def _with(table: pa.Table, name: str, value: datetime) -> pa.Table:
+    return table.append_column(name, pa.array([value] * table.num_rows, pa.timestamp("us", tz="UTC")))
+
+
+def _settlement_rows(settlements: pa.Table, computed_at: datetime) -> pa.Table:
+    """`daily_settlement` rows: the settlements with their day's midnight and the time they were computed."""
+    days = pc.cast(settlements.column("business_date"), pa.timestamp("us", tz="UTC"))
+    rows = settlements.append_column("day_start", days)
+    return _with(rows, "computed_at", computed_at).cast(DAILY_SETTLEMENT.arrow_schema())

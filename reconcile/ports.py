@@ -7,40 +7,59 @@ Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fake
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal, Protocol
 
+import pyarrow as pa
+
 from contracts.tables import Table
-from reconcile.rules import Alert, Debt, Settlement, TripFacts, TripResult
+from reconcile.rules import Alert, Debt
+from reconcile.table_rules import Facts
+
+
+@dataclass(frozen=True)
+class ScopedFacts:
+    """The trips a run looks at, and everything known about them."""
+
+    trip_ids: pa.Table
+    """One column, `shopping_trip_id`: every trip in scope (some may have no fact left: they are skipped)."""
+    facts: Facts
+    reports_available: bool
+    """Whether any Intra-Day report line was ever loaded (if none, reports are not checked)."""
 
 
 class FactsSource(Protocol):
-    """Facts about trips: purchases, payment events, cancel requests and Intra-Day report lines."""
+    """Facts about trips: purchases, payment events, cancel requests and Intra-Day report lines, as tables."""
 
-    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
-        """Trips with a fact on the UTC day `day` (purchase end time, or event time for payments without a
-        purchase), or with a fact that arrived at or after `since`; plus every trip currently pending (its
-        deadline may have passed). Neither given: every trip."""
-        ...
-
-    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]: ...
-
-    def reports_available(self) -> bool:
-        """Whether any Intra-Day report line was ever loaded (if none, reports are not checked)."""
+    def facts(self, *, day: date | None = None, since: datetime | None = None) -> ScopedFacts:
+        """The trips with a fact on the UTC day `day` (purchase end time, or event time for payments without a
+        purchase, or a reconciliation row of that business day), or with a fact that arrived at or after `since`,
+        plus every trip currently pending (its deadline may have passed); neither given: every trip. With the
+        facts of exactly those trips."""
         ...
 
 
 class StateSource(Protocol):
     """Reconciliation's own current rows, as the views show them (newest version per key)."""
 
-    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]: ...
-    def trips_on(self, days: Sequence[date]) -> list[TripResult]: ...
+    def trips(self, trip_ids: pa.Table, days: Sequence[date]) -> pa.Table:
+        """The current `trip_reconciliation` rows of these trips and of every trip of these business days, as
+        `table_rules.STATE_SCHEMA`."""
+        ...
+
+    def debts(self, trip_ids: pa.Table) -> pa.Table:
+        """The current debts of these trips, as `table_rules.DEBT_SCHEMA`."""
+        ...
+
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         """Keyed by shopping trip id; every debt when `trip_ids` is None."""
         ...
 
-    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]: ...
-    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]: ...
+    def alert_ids(self, trip_ids: pa.Table) -> set[str]: ...
+    def settlements(self, days: Sequence[date]) -> pa.Table:
+        """The current `daily_settlement` rows of these days, as `table_rules.SETTLEMENT_SCHEMA`."""
+        ...
 
 
 class RowSink(Protocol):

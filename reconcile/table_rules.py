@@ -15,7 +15,7 @@ connection is a calculator that reads nothing but the tables it is given.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +24,8 @@ from decimal import Decimal
 import duckdb
 import pyarrow as pa
 
+from contracts.reconcile_tables import TRIP_RECONCILIATION
+from contracts.reconcile_tables import TRIP_RECONCILIATION_HISTORY as HISTORY
 from reconcile.rules import (
     AUTH_APPROVED,
     AUTH_DECLINED,
@@ -103,6 +105,9 @@ RESULT_SCHEMA = pa.schema(
     ]
 )
 """`rules.TripResult`, one row per trip."""
+
+STATE_SCHEMA = pa.schema([f for f in RESULT_SCHEMA if f.name != "debt_reason"])
+"""A trip's stored state (`trip_reconciliation` less `updated_at`, `business_date` as a date)."""
 
 DEBT_SCHEMA = pa.schema(
     [
@@ -498,10 +503,84 @@ def settle(trips: pa.Table, refunded: pa.Table | None = None) -> pa.Table:
         )
 
 
-def columns_equal(left: str, right: str, names: Mapping[str, str] | tuple[str, ...]) -> str:
-    """SQL: every named column of `left` equals `right`'s, nulls equal."""
-    pairs = names.items() if isinstance(names, Mapping) else ((n, n) for n in names)
-    return " AND ".join(f"{left}.{a} IS NOT DISTINCT FROM {right}.{b}" for a, b in pairs)
+_OUTCOME = tuple(f.name for f in STATE_SCHEMA if f.name not in ("shopping_trip_id", "first_seen_at"))
+"""What `TripResult.same_outcome` compares."""
+
+
+@dataclass(frozen=True)
+class TripChanges:
+    """What a run changes, given its results and the current rows (the job's loop over `same_outcome`)."""
+
+    results: pa.Table
+    """The run's results (RESULT_SCHEMA), a known trip keeping the first_seen_at it was first given."""
+    trip_rows: pa.Table
+    """`trip_reconciliation` rows of the trips whose outcome changed (or that are new)."""
+    history_rows: pa.Table
+    """`trip_reconciliation_history` rows of the trips whose state changed (or that are new)."""
+    day_trips: pa.Table
+    """Every trip of the results' business days, its result or else its current row (RESULT_SCHEMA): what the
+    settlement of those days sums."""
+
+
+def trip_changes(results: pa.Table, current: pa.Table, now: datetime) -> TripChanges:
+    """Compare the run's `results` with the `current` rows (STATE_SCHEMA: those of the results' trips and of
+    every trip of their business days)."""
+    now_sql = _timestamp(now)
+    same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM r.{c}" for c in _OUTCOME)
+    trip_columns = ", ".join(
+        "CAST(business_date AS TIMESTAMPTZ) AS business_date" if name == "business_date"
+        else f"{now_sql} AS updated_at" if name == "updated_at" else name
+        for name in TRIP_RECONCILIATION.column_names
+    )  # fmt: skip
+    with calculator(results=results, current=current) as con:
+        con.execute(
+            f"""
+            CREATE TEMP TABLE joined AS
+            SELECT r.* REPLACE (coalesce(o.first_seen_at, r.first_seen_at) AS first_seen_at),
+                o.shopping_trip_id IS NULL AS new, o.state AS old_state, o.reason AS old_reason,
+                o.shopping_trip_id IS NOT NULL AND {same} AS same
+            FROM results r LEFT JOIN current o ON o.shopping_trip_id = r.shopping_trip_id
+            """
+        )
+        adjusted = arrow(con, "SELECT * EXCLUDE (new, old_state, old_reason, same) FROM joined", RESULT_SCHEMA)
+        trip_rows = arrow(
+            con,
+            f"SELECT {trip_columns} FROM joined WHERE NOT same ORDER BY shopping_trip_id",
+            TRIP_RECONCILIATION.arrow_schema(),
+        )
+        history_rows = arrow(
+            con,
+            f"""
+            SELECT shopping_trip_id, old_state AS from_state, state AS to_state,
+                CASE WHEN new THEN reason ELSE old_reason || ' → ' || reason END AS cause, {now_sql} AS changed_at
+            FROM joined WHERE new OR old_state <> state ORDER BY shopping_trip_id
+            """,
+            HISTORY.arrow_schema(),
+        )
+        day_trips = arrow(
+            con,
+            """
+            SELECT * EXCLUDE (new, old_state, old_reason, same) FROM joined
+            UNION ALL
+            SELECT *, NULL AS debt_reason FROM current o
+            WHERE o.business_date IN (SELECT DISTINCT business_date FROM results)
+              AND o.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM results)
+            """,
+            RESULT_SCHEMA,
+        )
+    return TripChanges(adjusted, trip_rows, history_rows, day_trips)
+
+
+def changed_settlements(computed: pa.Table, current: pa.Table) -> pa.Table:
+    """The rows of `computed` that differ from `current` (both SETTLEMENT_SCHEMA), or that it lacks."""
+    same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM s.{c}" for c in SETTLEMENT_SCHEMA.names)
+    with calculator(computed=computed, current=current) as con:
+        return arrow(
+            con,
+            f"SELECT * FROM computed s WHERE NOT EXISTS (SELECT 1 FROM current o WHERE {same}) "
+            "ORDER BY business_date, store_id",
+            SETTLEMENT_SCHEMA,
+        )
 
 
 # --------------------------------------------------------------------------- between dataclasses and tables
