@@ -9,7 +9,7 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 
 from connectors.ports import BadDebt, RetailerAdmin
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
-from contracts.tables import INTRADAY_ORDER_LINES
+from contracts.tables import INTRADAY_ORDER_LINES, PAYMENT_EVENTS, PURCHASES, Table
 from reconcile import table_rules
 from reconcile.job import ReconcileJob
-from reconcile.ports import ScopedFacts
+from reconcile.ports import Workspace
 from reconcile.rows import debt_from_row
 from reconcile.rules import Debt
 from reconcile.settings import ReconcileSettings
@@ -34,7 +34,7 @@ from warehouse.errors import QueryError
 from warehouse.lake import LakeWriter, parquet_files
 from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, open_reader, run_query
 from warehouse.render import render
-from warehouse.views import parquet_glob, quote_literal
+from warehouse.views import empty_select_sql, parquet_glob, quote_literal
 
 log = logging.getLogger("jwo.reconcile")
 
@@ -62,126 +62,143 @@ class LakeFacts:
     def _query(self, sql: str) -> list[dict[str, Any]]:
         return _dicts(run_query(self._root, sql))
 
-    def _read(self, statements: Sequence[str], schemas: Sequence[pa.Schema], **tables: pa.Table) -> list[pa.Table]:
-        """Run `statements` on one reader that sees `tables`; the last len(schemas) give tables of those schemas.
-        A file that compaction removed between listing and reading makes the whole read run again."""
-        for attempt in range(VANISHED_FILE_RETRIES + 1):
-            try:
-                con = open_reader(self._root)
-                try:
-                    for name, table in tables.items():
-                        con.register(name, table)
-                    setup, reads = statements[: -len(schemas)], statements[-len(schemas) :]
-                    for sql in setup:
-                        con.execute(sql)
-                    pairs = zip(reads, schemas, strict=True)
-                    return [con.sql(sql).to_arrow_table().cast(schema) for sql, schema in pairs]
-                finally:
-                    con.close()
-            except duckdb.Error as exc:
-                if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
-                    time.sleep(0.02 * (attempt + 1))
-                    continue
-                raise QueryError(str(exc)) from exc
-        raise AssertionError("unreachable")
-
-    def facts(self, *, day: date | None = None, since: datetime | None = None) -> ScopedFacts:
+    @contextlib.contextmanager
+    def workspace(self, *, day: date | None = None, since: datetime | None = None) -> Iterator[Workspace]:
+        """A reader (`warehouse.query.open_reader`: in memory, may read the lake only) holding the facts of the
+        trips in scope as temp tables, read once."""
         if day is not None:
             d = f"DATE {quote_literal(day.isoformat())}"
             scope = (
-                f"select shopping_trip_id from purchases where cast(end_time as date) = {d} "
-                f"union select shopping_trip_id from payment_events where cast(event_time as date) = {d} "
-                f"and shopping_trip_id not in (select shopping_trip_id from purchases) "
-                f"union select shopping_trip_id from trip_reconciliation where cast(business_date as date) = {d}"
+                f"select shopping_trip_id from _purchases where cast(end_time as date) = {d} "
+                "union all select shopping_trip_id from (select distinct shopping_trip_id from _payments "
+                f"where cast(event_time as date) = {d}) p "
+                "where not exists (select 1 from _purchases q where q.shopping_trip_id = p.shopping_trip_id) "
+                f"union all select shopping_trip_id from trip_reconciliation where cast(business_date as date) = {d}"
             )
         elif since is not None:
             t = _ts(since)
             scope = (
-                f"select shopping_trip_id from purchases where created_at >= {t} "
-                f"union select shopping_trip_id from payment_events where event_time >= {t} "
-                f"union select shopping_trip_id from cancel_charges where requested_at >= {t} "
-                f"union select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
-                "union select shopping_trip_id from trip_reconciliation where state = 'pending'"
+                f"select shopping_trip_id from _purchases where created_at >= {t} "
+                f"union all select shopping_trip_id from _payments where event_time >= {t} "
+                f"union all select shopping_trip_id from cancel_charges where requested_at >= {t} "
+                f"union all select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
+                "union all select shopping_trip_id from trip_reconciliation where state = 'pending'"
             )
         else:
-            scope = "select shopping_trip_id from purchases union select shopping_trip_id from payment_events"
-        lines = parquet_glob(INTRADAY_ORDER_LINES, self._root.resolve())
+            scope = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
         in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
-        ids, purchases, payments, reported, cancelled, available = self._read(
+        purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
+        con = self._open(
             [
-                "create temp table scope as select shopping_trip_id from "
-                f"({scope}) where shopping_trip_id is not null order by shopping_trip_id",
-                "select shopping_trip_id from scope",
-                f"select {', '.join(table_rules.PURCHASES_SCHEMA.names)} from purchases where {in_scope}",
-                f"select {', '.join(table_rules.PAYMENTS_SCHEMA.names)} from payment_events where {in_scope}",
-                "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
-                f"from intraday_order_lines where {in_scope} group by shopping_trip_id",
-                f"select shopping_trip_id, requested_at as cancelled_at from cancel_charges where {in_scope}",
-                # Any line in any file: whether a report line was ever loaded (no need to de-duplicate them).
-                f"select count(*) as lines from (select 1 from read_parquet({quote_literal(lines)}) limit 1)"
-                if parquet_files(self._root, INTRADAY_ORDER_LINES) else "select 0 as lines",
-            ],
-            [_IDS, table_rules.PURCHASES_SCHEMA, table_rules.PAYMENTS_SCHEMA, table_rules.REPORTED_SCHEMA,
-             table_rules.CANCELLED_SCHEMA, pa.schema([("lines", pa.int64())])],
+                *self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
+                *self._latest(PAYMENT_EVENTS, "_payments", payments),
+                *self._latest(
+                    INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
+                    "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
+                    "from ({rows}) group by shopping_trip_id",
+                ),
+                f"create temp table scope as select distinct shopping_trip_id from ({scope}) "
+                "where shopping_trip_id is not null",
+                f"create temp view purchased as select {', '.join(purchases)} from _purchases where {in_scope}",
+                f"create temp view payments as select {', '.join(payments)} from _payments where {in_scope}",
+                f"create temp view reported as select shopping_trip_id, reported, reported_at from _reported "
+                f"where {in_scope}",
+                "create temp table cancelled as select shopping_trip_id, requested_at as cancelled_at "
+                f"from cancel_charges where {in_scope}",
+            ]
         )  # fmt: skip
-        facts = table_rules.Facts(purchases, payments, reported, cancelled)
-        return ScopedFacts(ids, facts, reports_available=available.column("lines")[0].as_py() > 0)
+        try:
+            available = con.sql("select count(*) from (select 1 from _reported limit 1)").fetchall()[0][0] > 0
+            yield Workspace(con, reports_available=available)
+        finally:
+            con.close()
 
-    def trips(self, trip_ids: pa.Table, days: Sequence[date]) -> pa.Table:
-        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days) or "NULL"
-        columns = ", ".join(
-            "cast(business_date as date) as business_date" if name == "business_date" else name
-            for name in table_rules.STATE_SCHEMA.names
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The current rows of the trips in scope and of every trip of their possible business days (the UTC days
+        of their end times and payment events), read once."""
+        columns = table_rules.STATE_SCHEMA.names
+        state = ", ".join(
+            "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
         )
-        [rows] = self._read(
+        days = (
+            "select distinct cast(end_time as date) as day from purchased "
+            "union select distinct cast(event_time as date) from payments"
+        )
+        in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
+        self._run(
+            con,
             [
-                f"select {columns} from {TRIP_RECONCILIATION.name} "
-                f"where shopping_trip_id in (select shopping_trip_id from ids) "
-                f"or cast(business_date as date) in ({listed})"
+                *self._latest(TRIP_RECONCILIATION, "_trips", columns),
+                f"create temp table current_trips as select {state} from _trips "
+                f"where {in_scope} or cast(business_date as date) in ({days})",
+                "drop table _trips",
+                f"create temp table current_debts as select {', '.join(table_rules.DEBT_SCHEMA.names)} "
+                f"from {BAD_DEBTS.name} where {in_scope}",
+                f"create temp table known_alerts as select alert_id from {ALERTS.name} where {in_scope}",
+                "create temp table current_settlements as select "
+                f"{', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
+                f"where business_date in ({days})",
+                # Refunds are not recorded yet: none per (business date, store).
+                "create temp table refunded (business_date date, store_id varchar, refunded decimal(18,4))",
             ],
-            [table_rules.STATE_SCHEMA],
-            ids=trip_ids,
         )
-        return rows
 
-    def debts(self, trip_ids: pa.Table) -> pa.Table:
-        [rows] = self._read(
-            [
-                f"select {', '.join(table_rules.DEBT_SCHEMA.names)} from {BAD_DEBTS.name} "
-                "where shopping_trip_id in (select shopping_trip_id from ids)"
-            ],
-            [table_rules.DEBT_SCHEMA],
-            ids=trip_ids,
+    def _open(self, statements: Sequence[str]) -> duckdb.DuckDBPyConnection:
+        """A reader on which `statements` ran. A file that compaction removed between listing and reading makes
+        the whole read run again on a new reader."""
+        for attempt in range(VANISHED_FILE_RETRIES + 1):
+            con = open_reader(self._root)
+            try:
+                self._run(con, statements)
+                return con
+            except QueryError as exc:
+                con.close()
+                if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                raise
+            except BaseException:
+                con.close()
+                raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _run(con: duckdb.DuckDBPyConnection, statements: Sequence[str]) -> None:
+        for sql in statements:
+            try:
+                con.execute(sql)
+            except duckdb.Error as exc:
+                raise QueryError(str(exc)) from exc
+
+    def _latest(self, table: Table, name: str, columns: Sequence[str], shape: str = "{rows}") -> list[str]:
+        """Statements that make a temp table `name` of the table's `columns` (passed through `shape`), holding
+        exactly the rows its view holds, more cheaply: a key that occurs once is its own row (no sort); only the
+        rows of keys that occur more than once go through the view's de-duplication (`warehouse.views`: newest
+        first, then the rest)."""
+        listed = ", ".join(columns)
+        if not parquet_files(self._root, table):
+            return [f"create temp table {name} as " + shape.format(rows=f"select {listed} from {table.name}")]
+        casts = ", ".join(f"cast({c} as {table.column(c).duckdb_type}) as {c}" for c in columns)
+        keys = ", ".join(table.key)
+        files = quote_literal(parquet_glob(table, self._root.resolve()))
+        raw = (
+            f"(select * from ({empty_select_sql(table)} union all by name select * from read_parquet({files}, "
+            "hive_partitioning = false, union_by_name = true)))"
         )
-        return rows
+        return [
+            f"create temp table {name}_dups as select {keys} from {raw} group by {keys} having count(*) > 1",
+            f"create temp table {name} as "
+            + shape.format(
+                rows=f"select {casts} from {raw} anti join {name}_dups using ({keys}) "
+                f"union all select {listed} from {table.name} semi join {name}_dups using ({keys})"
+            ),
+        ]
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         where = "" if trip_ids is None else f" where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
         if trip_ids is not None and not trip_ids:
             return {}
         return {r["shopping_trip_id"]: debt_from_row(r) for r in self._query(f"select * from {BAD_DEBTS.name}{where}")}
-
-    def alert_ids(self, trip_ids: pa.Table) -> set[str]:
-        [rows] = self._read(
-            [f"select alert_id from {ALERTS.name} where shopping_trip_id in (select shopping_trip_id from ids)"],
-            [pa.schema([("alert_id", pa.string())])],
-            ids=trip_ids,
-        )
-        return set(rows.column("alert_id").to_pylist())
-
-    def settlements(self, days: Sequence[date]) -> pa.Table:
-        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days) or "NULL"
-        [rows] = self._read(
-            [
-                f"select {', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
-                f"where business_date in ({listed})"
-            ],
-            [table_rules.SETTLEMENT_SCHEMA],
-        )
-        return rows
-
-
-_IDS = pa.schema([("shopping_trip_id", pa.string())])
 
 
 class RetailerDebtLedger:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Literal
 
+import duckdb
 import pyarrow as pa
 
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.tables import Table
 from reconcile import table_rules
 from reconcile.errors import AlertDeliveryError
-from reconcile.ports import ScopedFacts
+from reconcile.ports import Workspace
 from reconcile.rows import debt_from_row, trip_from_row
 from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, TripFacts
 
@@ -27,7 +29,8 @@ class MemoryFacts:
     reported: dict[str, tuple[Any, datetime]] = field(default_factory=dict)
     cancelled: dict[str, datetime] = field(default_factory=dict)
 
-    def facts(self, *, day: date | None = None, since: datetime | None = None) -> ScopedFacts:
+    @contextmanager
+    def workspace(self, *, day: date | None = None, since: datetime | None = None) -> Iterator[Workspace]:
         """Every trip (the fake ignores `day` and `since`)."""
         ids = sorted({p.shopping_trip_id for p in self.purchases} | {p.shopping_trip_id for p in self.payments})
         purchases = {p.shopping_trip_id: p for p in self.purchases}
@@ -42,15 +45,19 @@ class MemoryFacts:
             )
             for trip in ids
         ]
-        return ScopedFacts(_ids(ids), table_rules.facts_of(trips), reports_available=bool(self.reported))
+        facts = table_rules.facts_of(trips)
+        with table_rules.calculator(
+            scope=_ids(ids),
+            purchased=facts.purchases,
+            payments=facts.payments,
+            reported=facts.reported,
+            cancelled=facts.cancelled,
+        ) as con:
+            yield Workspace(con, reports_available=bool(self.reported))
 
 
 def _ids(trip_ids: list[str]) -> pa.Table:
     return pa.table({"shopping_trip_id": pa.array(trip_ids, pa.string())})
-
-
-def _wanted(trip_ids: pa.Table) -> set[str]:
-    return set(trip_ids.column("shopping_trip_id").to_pylist())
 
 
 @dataclass
@@ -77,30 +84,23 @@ class MemoryLake:
     def table(self, name: str) -> list[dict[str, object]]:
         return list(self.rows.get(name, {}).values())
 
-    def trips(self, trip_ids: pa.Table, days: Sequence[date]) -> pa.Table:
-        wanted, on = _wanted(trip_ids), set(days)
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Every current row (the fake does not narrow them to the run's trips)."""
         trips = [trip_from_row(r) for r in self.table(TRIP_RECONCILIATION.name)]
-        kept = [t for t in trips if t.shopping_trip_id in wanted or t.business_date in on]
-        return table_rules.table_of(kept, table_rules.STATE_SCHEMA)
-
-    def debts(self, trip_ids: pa.Table) -> pa.Table:
-        debts = self.current_debts(sorted(_wanted(trip_ids)))
-        return table_rules.table_of(list(debts.values()), table_rules.DEBT_SCHEMA)
+        debts = list(self.current_debts().values())
+        alerts = [str(r["alert_id"]) for r in self.table(ALERTS.name)]
+        settlements = [
+            {name: r[name] for name in table_rules.SETTLEMENT_SCHEMA.names} for r in self.table(DAILY_SETTLEMENT.name)
+        ]
+        con.register("current_trips", table_rules.table_of(trips, table_rules.STATE_SCHEMA))
+        con.register("current_debts", table_rules.table_of(debts, table_rules.DEBT_SCHEMA))
+        con.register("known_alerts", pa.table({"alert_id": pa.array(alerts, pa.string())}))
+        con.register("current_settlements", pa.Table.from_pylist(settlements, schema=table_rules.SETTLEMENT_SCHEMA))
+        con.register("refunded", table_rules.empty(table_rules.REFUNDED_SCHEMA))
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         debts = [debt_from_row(r) for r in self.table(BAD_DEBTS.name)]
         return {d.shopping_trip_id: d for d in debts if trip_ids is None or d.shopping_trip_id in set(trip_ids)}
-
-    def alert_ids(self, trip_ids: pa.Table) -> set[str]:
-        wanted = _wanted(trip_ids)
-        return {str(r["alert_id"]) for r in self.table(ALERTS.name) if r["shopping_trip_id"] in wanted}
-
-    def settlements(self, days: Sequence[date]) -> pa.Table:
-        rows = [r for r in self.table(DAILY_SETTLEMENT.name) if r["business_date"] in set(days)]
-        return pa.Table.from_pylist(
-            [{name: r[name] for name in table_rules.SETTLEMENT_SCHEMA.names} for r in rows],
-            schema=table_rules.SETTLEMENT_SCHEMA,
-        )
 
 
 def _newer(table: Table, row: Mapping[str, object], old: Mapping[str, object]) -> bool:

@@ -68,44 +68,35 @@ class ReconcileJob:
 
     def run(self, *, day: date | None = None, since: datetime | None = None) -> RunReport:
         now = self._clock()
-        scoped = self._facts.facts(day=day, since=since)
-        settings = replace(self._settings, check_reports=self._settings.check_reports and scoped.reports_available)
-        results = table_rules.reconcile_trips(scoped.facts, settings, now)
-        days = sorted(pc.unique(results.column("business_date")).to_pylist())
-        trips = table_rules.trip_changes(results, self._state.trips(scoped.trip_ids, days), now)
-
-        debts = table_rules.decide_debts(trips.results, self._state.debts(scoped.trip_ids), now)
+        with self._facts.workspace(day=day, since=since) as workspace:
+            self._state.attach(workspace.con)
+            settings = replace(
+                self._settings, check_reports=self._settings.check_reports and workspace.reports_available
+            )
+            outcome = table_rules.run(workspace.con, settings, now)
+        debts = outcome.debts
         for debt in table_rules.debts_of(debts.opened):
             self._ledger.open(debt)
         for debt in table_rules.debts_of(debts.closed):
             self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
-
-        alerts = table_rules.decline_alerts(scoped.facts.payments)
-        known = self._state.alert_ids(scoped.trip_ids)
-        alerts = alerts.filter(pa.array([a not in known for a in alerts.column("alert_id").to_pylist()], pa.bool_()))
-
-        settlements = table_rules.changed_settlements(
-            table_rules.settle(trips.day_trips), self._state.settlements(days)
-        )
         batch: dict[Table, pa.Table] = {
-            TRIP_RECONCILIATION: trips.trip_rows,
-            HISTORY: trips.history_rows,
+            TRIP_RECONCILIATION: outcome.trip_rows,
+            HISTORY: outcome.history_rows,
             BAD_DEBTS: _with(debts.rows, "updated_at", now),
-            ALERTS: alerts,
-            DAILY_SETTLEMENT: _settlement_rows(settlements, now),
+            ALERTS: outcome.alerts,
+            DAILY_SETTLEMENT: _settlement_rows(outcome.settlements, now),
         }
-        batch_id = self._write({table: ArrowRows(rows) for table, rows in batch.items()})
-        states = results.group_by("state").aggregate([("state", "count")]).to_pylist()
+        batch_id = self._write({table: ArrowRows(rows) for table, rows in batch.items()}, outcome.digest)
         return RunReport(
-            trips=results.num_rows,
-            changed=trips.trip_rows.num_rows,
-            transitions=trips.history_rows.num_rows,
+            trips=outcome.trips,
+            changed=outcome.trip_rows.num_rows,
+            transitions=outcome.history_rows.num_rows,
             debts_opened=debts.opened.num_rows,
             debts_closed=debts.closed.num_rows,
-            alerts=alerts.num_rows,
-            settlements=settlements.num_rows,
+            alerts=outcome.alerts.num_rows,
+            settlements=outcome.settlements.num_rows,
             batch_id=batch_id,
-            states=dict(sorted((str(s["state"]), int(s["state_count"])) for s in states)),
+            states=outcome.states,
         )
 
     def close_debt(
@@ -125,29 +116,22 @@ class ReconcileJob:
         self._write({BAD_DEBTS: [debt_row(new, now)]})
         return new
 
-    def _write(self, batch: Mapping[Table, Sequence[Mapping[str, object]]]) -> str | None:
+    def _write(self, batch: Mapping[Table, Sequence[Mapping[str, object]]], hashed: str = "") -> str | None:
+        """Publish the non-empty tables of `batch` under an id hashed from their rows; `hashed` stands for the trip
+        and history rows, whose hash `table_rules.run` computed (those two are not hashed again)."""
         batch = {table: rows for table, rows in batch.items() if rows}
         if not batch:
             return None
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(hashed.encode())
         for table in sorted(batch, key=lambda t: t.name):
             digest.update(table.name.encode())
-            rows = batch[table]
-            if isinstance(rows, ArrowRows):  # the bytes of its columns, in the table's schema
-                digest.update(_arrow_bytes(rows.table.cast(table.arrow_schema()).combine_chunks()))
-            else:
-                for row in rows:
-                    digest.update(repr(sorted(row.items(), key=lambda kv: kv[0])).encode())
+            if hashed and table in (TRIP_RECONCILIATION, HISTORY):
+                continue
+            for row in batch[table]:
+                digest.update(repr(sorted(row.items(), key=lambda kv: kv[0])).encode())
         batch_id = f"reconcile-{digest.hexdigest()[:32]}"
         self._sink.write_tables(batch, batch_id)
         return batch_id
-
-
-def _arrow_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue())
 
 
 def _with(table: pa.Table, name: str, value: datetime) -> pa.Table:

@@ -7,58 +7,49 @@ Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fake
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal, Protocol
 
-import pyarrow as pa
+import duckdb
 
 from contracts.tables import Table
 from reconcile.rules import Alert, Debt
-from reconcile.table_rules import Facts
 
 
 @dataclass(frozen=True)
-class ScopedFacts:
-    """The trips a run looks at, and everything known about them."""
+class Workspace:
+    """An in-memory DuckDB connection that holds a run's inputs (`table_rules.INPUTS`), and what else the run
+    needs to know."""
 
-    trip_ids: pa.Table
-    """One column, `shopping_trip_id`: every trip in scope (some may have no fact left: they are skipped)."""
-    facts: Facts
+    con: duckdb.DuckDBPyConnection
     reports_available: bool
     """Whether any Intra-Day report line was ever loaded (if none, reports are not checked)."""
 
 
 class FactsSource(Protocol):
-    """Facts about trips: purchases, payment events, cancel requests and Intra-Day report lines, as tables."""
+    """Facts about trips: purchases, payment events, cancel requests and Intra-Day report lines."""
 
-    def facts(self, *, day: date | None = None, since: datetime | None = None) -> ScopedFacts:
-        """The trips with a fact on the UTC day `day` (purchase end time, or event time for payments without a
-        purchase, or a reconciliation row of that business day), or with a fact that arrived at or after `since`,
-        plus every trip currently pending (its deadline may have passed); neither given: every trip. With the
-        facts of exactly those trips."""
+    def workspace(self, *, day: date | None = None, since: datetime | None = None) -> AbstractContextManager[Workspace]:
+        """A connection holding `scope` (one column, shopping_trip_id) and the facts of those trips (`purchased`,
+        `payments`, `reported`, `cancelled`, as `table_rules` describes them). In scope: the trips with a fact on
+        the UTC day `day` (purchase end time, or event time for payments without a purchase, or a reconciliation
+        row of that business day), or with a fact that arrived at or after `since`, plus every trip currently
+        pending (its deadline may have passed); neither given: every trip. Closed when the run ends."""
         ...
 
 
 class StateSource(Protocol):
     """Reconciliation's own current rows, as the views show them (newest version per key)."""
 
-    def trips(self, trip_ids: pa.Table, days: Sequence[date]) -> pa.Table:
-        """The current `trip_reconciliation` rows of these trips and of every trip of these business days, as
-        `table_rules.STATE_SCHEMA`."""
-        ...
-
-    def debts(self, trip_ids: pa.Table) -> pa.Table:
-        """The current debts of these trips, as `table_rules.DEBT_SCHEMA`."""
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Add to `con` (a workspace) the current rows the run compares with: `current_trips`, `current_debts`,
+        `known_alerts`, `current_settlements` and `refunded`, as `table_rules.INPUTS` describes them."""
         ...
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         """Keyed by shopping trip id; every debt when `trip_ids` is None."""
-        ...
-
-    def alert_ids(self, trip_ids: pa.Table) -> set[str]: ...
-    def settlements(self, days: Sequence[date]) -> pa.Table:
-        """The current `daily_settlement` rows of these days, as `table_rules.SETTLEMENT_SCHEMA`."""
         ...
 
 

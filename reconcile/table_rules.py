@@ -15,11 +15,12 @@ connection is a calculator that reads nothing but the tables it is given.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -40,6 +41,7 @@ from reconcile.rules import (
     Settlement,
     TripFacts,
     TripResult,
+    _distinct,
     debt_id,
 )
 
@@ -74,7 +76,8 @@ PAYMENTS_SCHEMA = pa.schema(
         ("event_time", TIME),
     ]
 )
-"""PAYMENT events; the same event may repeat (it counts once per trip)."""
+"""PAYMENT events, each once per trip: a redelivered event is removed where the facts are read (the view keeps one
+row per event id; `facts_of` applies `rules`' own de-duplication)."""
 REPORTED_SCHEMA = pa.schema([("shopping_trip_id", pa.string()), ("reported", MONEY), ("reported_at", TIME)])
 """Per trip with report lines: Σ line_total of its latest lines, and the newest `last_updated`."""
 CANCELLED_SCHEMA = pa.schema([("shopping_trip_id", pa.string()), ("cancelled_at", TIME)])
@@ -238,7 +241,7 @@ def _text(expr: str) -> str:
 
 
 def reconcile_sql(settings: RuleSettings, now: datetime) -> str:
-    """The query behind `reconcile_trips`, over tables named purchases, payments, reported and cancelled."""
+    """The query behind `reconcile_trips`, over tables named purchased, payments, reported and cancelled."""
     tol = _decimal_literal(settings.amount_tolerance, _MAX_TOLERANCE_PLACES)
     now_sql = _timestamp(now)
     preauth, grace = _interval(settings.preauth_window), _interval(settings.report_grace)
@@ -247,28 +250,43 @@ def reconcile_sql(settings: RuleSettings, now: datetime) -> str:
     captured_text = f"CASE WHEN a.captures > 0 THEN {_text('a.captured')} ELSE '0.00' END"
     order = "(event_time, event_id, sub_type, amount, store_id, currency)"
     return f"""
-WITH pay AS (
-    SELECT shopping_trip_id, event_id,
-        min((event_time, sub_type, amount, store_id, currency)) AS e
-    FROM payments GROUP BY shopping_trip_id, event_id
-), distinct_pay AS (
-    SELECT shopping_trip_id, event_id, e[1] AS event_time, e[2] AS sub_type, e[3] AS amount, e[4] AS store_id,
-        e[5] AS currency
-    FROM pay
-), agg AS (
+WITH quick AS (
+    -- One pass with scalar orderings (event_time alone): exact wherever at most one event competes.
     SELECT shopping_trip_id,
         count(*) AS events,
-        coalesce(arg_max(amount, {order}) FILTER (WHERE sub_type = '{AUTH_APPROVED}'), 0) AS authorized,
-        coalesce(sum(amount) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}'), 0) AS captured,
+        count(*) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS auths,
+        arg_max(amount, event_time) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
+        sum(amount) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}') AS captured,
         count(*) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}') AS captures,
-        coalesce(max(amount) FILTER (WHERE sub_type IN {declines}), 0) AS declined,
+        max(amount) FILTER (WHERE sub_type IN {declines}) AS declined,
         count(*) FILTER (WHERE sub_type IN {declines}) AS decline_events,
+        arg_max(sub_type, event_time) FILTER (WHERE sub_type IN {declines}) AS latest_decline,
+        arg_max(amount, event_time) FILTER (WHERE sub_type IN {declines}) AS latest_decline_amount,
+        min(event_time) AS first_event
+    FROM payments GROUP BY shopping_trip_id
+), contested AS (
+    -- Trips where several events compete for a pick, and orphans (whose store and currency are their first
+    -- event's): the picks again, with the reference's full orderings.
+    SELECT shopping_trip_id FROM quick q
+    WHERE q.auths > 1 OR q.decline_events > 1 OR q.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM purchased)
+), exact AS (
+    SELECT shopping_trip_id,
+        arg_max(amount, {order}) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
         arg_max(sub_type, (event_time, event_id)) FILTER (WHERE sub_type IN {declines}) AS latest_decline,
         arg_max(amount, (event_time, event_id)) FILTER (WHERE sub_type IN {declines}) AS latest_decline_amount,
-        min(event_time) AS first_event,
         arg_min(store_id, {order}) AS first_store,
         arg_min(currency, {order}) AS first_currency
-    FROM distinct_pay GROUP BY shopping_trip_id
+    FROM payments SEMI JOIN contested USING (shopping_trip_id) GROUP BY shopping_trip_id
+), agg AS (
+    SELECT q.shopping_trip_id, q.events,
+        coalesce(CASE WHEN e.shopping_trip_id IS NULL THEN q.authorized ELSE e.authorized END, 0) AS authorized,
+        coalesce(q.captured, 0) AS captured, q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
+        CASE WHEN e.shopping_trip_id IS NULL THEN q.latest_decline ELSE e.latest_decline END AS latest_decline,
+        CASE WHEN e.shopping_trip_id IS NULL THEN q.latest_decline_amount ELSE e.latest_decline_amount END
+            AS latest_decline_amount,
+        q.first_event,
+        e.first_store, e.first_currency
+    FROM quick q LEFT JOIN exact e USING (shopping_trip_id)
 ), trips AS (
     SELECT coalesce(p.shopping_trip_id, a.shopping_trip_id) AS shopping_trip_id,
         p.shopping_trip_id IS NOT NULL AS sold,
@@ -280,7 +298,7 @@ WITH pay AS (
         a.latest_decline, a.latest_decline_amount, a.first_event, a.first_store, a.first_currency,
         r.reported, c.cancelled_at,
         p.end_time + {preauth} AS capture_due, p.end_time + {grace} AS report_due
-    FROM purchases p
+    FROM purchased p
     FULL OUTER JOIN agg a ON a.shopping_trip_id = p.shopping_trip_id
     LEFT JOIN reported r ON r.shopping_trip_id = coalesce(p.shopping_trip_id, a.shopping_trip_id)
     LEFT JOIN cancelled c ON c.shopping_trip_id = coalesce(p.shopping_trip_id, a.shopping_trip_id)
@@ -373,26 +391,33 @@ FROM stated a
 def reconcile_trips(facts: Facts, settings: RuleSettings, now: datetime) -> pa.Table:
     """`rules.reconcile_trip` for every trip with a purchase or a payment event: one row per trip (RESULT_SCHEMA)."""
     with calculator(
-        purchases=facts.purchases, payments=facts.payments, reported=facts.reported, cancelled=facts.cancelled
+        purchased=facts.purchases, payments=facts.payments, reported=facts.reported, cancelled=facts.cancelled
     ) as con:
         return arrow(con, reconcile_sql(settings, now), RESULT_SCHEMA)
+
+
+DECLINE_FIRSTS_SQL = f"""
+SELECT shopping_trip_id, sub_type,
+    arg_min((event_time, amount, currency, store_id), (event_time, event_id, sub_type, amount, store_id, currency)) AS e
+FROM payments WHERE sub_type IN ('{AUTH_DECLINED}', '{CAPTURE_DECLINED}')
+GROUP BY shopping_trip_id, sub_type ORDER BY shopping_trip_id, sub_type
+"""
+"""The first event of each (trip, decline subtype) among `payments`."""
 
 
 def decline_alerts(payments: pa.Table) -> pa.Table:
     """`rules.decline_alerts`: one alert per (trip, decline subtype), from the first such event (ALERT_SCHEMA)."""
     with calculator(payments=payments) as con:
-        first = con.sql(
-            f"""
-            SELECT shopping_trip_id, sub_type,
-                arg_min((event_time, amount, currency, store_id),
-                        (event_time, event_id, sub_type, amount, store_id, currency)) AS e
-            FROM payments WHERE sub_type IN ('{AUTH_DECLINED}', '{CAPTURE_DECLINED}')
-            GROUP BY shopping_trip_id, sub_type ORDER BY shopping_trip_id, sub_type
-            """
-        ).fetchall()
+        return _alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known=set())
+
+
+def _alerts(firsts: list[tuple[Any, ...]], known: set[str]) -> pa.Table:
     rows: dict[str, list[object]] = {name: [] for name in ALERT_SCHEMA.names}
-    for trip, sub_type, (event_time, amount, currency, store) in first:
-        rows["alert_id"].append(alert_id(trip, sub_type))
+    for trip, sub_type, (event_time, amount, currency, store) in firsts:
+        alert = alert_id(trip, sub_type)
+        if alert in known:
+            continue
+        rows["alert_id"].append(alert)
         rows["kind"].append("decline_authorization" if sub_type == AUTH_DECLINED else "decline_capture")
         rows["severity"].append("warning")
         rows["store_id"].append(store)
@@ -420,13 +445,11 @@ class DebtChanges:
     closed: pa.Table
 
 
-def decide_debts(results: pa.Table, existing: pa.Table, now: datetime) -> DebtChanges:
-    """`rules.decide_debt` for every trip of `results` against its current debt in `existing` (DEBT_SCHEMA)."""
+def debts_sql(now: datetime) -> str:
+    """`rules.decide_debt` over relations `results` (RESULT_SCHEMA) and `existing` (DEBT_SCHEMA): the debt rows
+    that change (a new debt has a null debt_id)."""
     now_sql = _timestamp(now)
-    with calculator(results=results, existing=existing) as con:
-        changes = arrow(
-            con,
-            f"""
+    return f"""
             WITH d AS (
                 SELECT r.shopping_trip_id, r.shopper_id, r.store_id, r.currency, r.outstanding, r.debt_reason,
                     r.debt_reason IS NOT NULL AND r.outstanding > 0 AS owed,
@@ -449,9 +472,16 @@ def decide_debts(results: pa.Table, existing: pa.Table, now: datetime) -> DebtCh
                OR (old_status = 'OPEN' AND NOT owed)
                OR (old_status = 'OPEN' AND owed AND (old_amount <> outstanding OR old_reason <> debt_reason))
             ORDER BY shopping_trip_id
-            """,
-            DEBT_SCHEMA,
-        )
+            """
+
+
+def decide_debts(results: pa.Table, existing: pa.Table, now: datetime) -> DebtChanges:
+    """`rules.decide_debt` for every trip of `results` against its current debt in `existing` (DEBT_SCHEMA)."""
+    with calculator(results=results, existing=existing) as con:
+        return _debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA))
+
+
+def _debt_changes(changes: pa.Table) -> DebtChanges:
     trips = changes.column("shopping_trip_id").to_pylist()
     old_ids = changes.column("debt_id").to_pylist()
     new = [old is None for old in old_ids]
@@ -461,14 +491,11 @@ def decide_debts(results: pa.Table, existing: pa.Table, now: datetime) -> DebtCh
     return DebtChanges(rows, rows.filter(pa.array(new, pa.bool_())), rows.filter(pa.array(closing, pa.bool_())))
 
 
-def settle(trips: pa.Table, refunded: pa.Table | None = None) -> pa.Table:
-    """`rules.settle`: one row per (business date, store) of `trips` (RESULT_SCHEMA; all of each day's trips), with
-    `refunded` (REFUNDED_SCHEMA) joined in, zero where it has no row."""
+def settle_sql() -> str:
+    """`rules.settle` over relations `trips` (RESULT_SCHEMA: all of each day's trips) and `refunded`
+    (REFUNDED_SCHEMA: zero where it has no row)."""
     exceptions = ", ".join(f"'{s}'" for s in sorted(EXCEPTION_STATES))
-    with calculator(trips=trips, refunded=empty(REFUNDED_SCHEMA) if refunded is None else refunded) as con:
-        return arrow(
-            con,
-            f"""
+    return f"""
             WITH g AS (
                 SELECT business_date, store_id,
                     count(*) FILTER (WHERE state <> 'orphan_payment') AS trips,
@@ -498,9 +525,14 @@ def settle(trips: pa.Table, refunded: pa.Table | None = None) -> pa.Table:
                 s.exceptions, s.exception_trips
             FROM s LEFT JOIN refunded f ON f.business_date = s.business_date AND f.store_id = s.store_id
             ORDER BY s.business_date, s.store_id
-            """,
-            SETTLEMENT_SCHEMA,
-        )
+            """
+
+
+def settle(trips: pa.Table, refunded: pa.Table | None = None) -> pa.Table:
+    """`rules.settle`: one row per (business date, store) of `trips` (RESULT_SCHEMA; all of each day's trips), with
+    `refunded` (REFUNDED_SCHEMA) joined in, zero where it has no row."""
+    with calculator(trips=trips, refunded=empty(REFUNDED_SCHEMA) if refunded is None else refunded) as con:
+        return arrow(con, settle_sql(), SETTLEMENT_SCHEMA)
 
 
 _OUTCOME = tuple(f.name for f in STATE_SCHEMA if f.name not in ("shopping_trip_id", "first_seen_at"))
@@ -508,23 +540,41 @@ _OUTCOME = tuple(f.name for f in STATE_SCHEMA if f.name not in ("shopping_trip_i
 
 
 @dataclass(frozen=True)
-class TripChanges:
-    """What a run changes, given its results and the current rows (the job's loop over `same_outcome`)."""
+class Outcome:
+    """What a run changes: the rows to write and the debts to tell the ledger about."""
 
-    results: pa.Table
-    """The run's results (RESULT_SCHEMA), a known trip keeping the first_seen_at it was first given."""
+    states: dict[str, int]
+    """Trips looked at, per state."""
     trip_rows: pa.Table
     """`trip_reconciliation` rows of the trips whose outcome changed (or that are new)."""
     history_rows: pa.Table
     """`trip_reconciliation_history` rows of the trips whose state changed (or that are new)."""
-    day_trips: pa.Table
-    """Every trip of the results' business days, its result or else its current row (RESULT_SCHEMA): what the
-    settlement of those days sums."""
+    debts: DebtChanges
+    alerts: pa.Table
+    """Decline alerts not raised before (ALERT_SCHEMA)."""
+    settlements: pa.Table
+    """Settlements that changed (SETTLEMENT_SCHEMA)."""
+    digest: str
+    """A hash of the trip and history rows (independent of their order)."""
+
+    @property
+    def trips(self) -> int:
+        return sum(self.states.values())
 
 
-def trip_changes(results: pa.Table, current: pa.Table, now: datetime) -> TripChanges:
-    """Compare the run's `results` with the `current` rows (STATE_SCHEMA: those of the results' trips and of
-    every trip of their business days)."""
+INPUTS = (
+    "purchased, payments, reported, cancelled: the facts of the trips in scope (the schemas above); "
+    "current_trips (STATE_SCHEMA): at least the current rows of those trips and of every trip of their business "
+    "days; current_debts (DEBT_SCHEMA) and known_alerts (alert_id) of those trips; current_settlements "
+    "(SETTLEMENT_SCHEMA) of those days; refunded (REFUNDED_SCHEMA)"
+)
+
+
+def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -> Outcome:
+    """The whole run inside `con`, which holds the relations of INPUTS: results, what changed against the
+    current rows (a known trip keeps its first_seen_at; `TripResult.same_outcome` decides a change), debts,
+    new decline alerts, and the settlements of the results' days that changed. Only the rows that change leave
+    DuckDB."""
     now_sql = _timestamp(now)
     same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM r.{c}" for c in _OUTCOME)
     trip_columns = ", ".join(
@@ -532,55 +582,77 @@ def trip_changes(results: pa.Table, current: pa.Table, now: datetime) -> TripCha
         else f"{now_sql} AS updated_at" if name == "updated_at" else name
         for name in TRIP_RECONCILIATION.column_names
     )  # fmt: skip
-    with calculator(results=results, current=current) as con:
-        con.execute(
-            f"""
-            CREATE TEMP TABLE joined AS
-            SELECT r.* REPLACE (coalesce(o.first_seen_at, r.first_seen_at) AS first_seen_at),
-                o.shopping_trip_id IS NULL AS new, o.state AS old_state, o.reason AS old_reason,
-                o.shopping_trip_id IS NOT NULL AND {same} AS same
-            FROM results r LEFT JOIN current o ON o.shopping_trip_id = r.shopping_trip_id
-            """
-        )
-        adjusted = arrow(con, "SELECT * EXCLUDE (new, old_state, old_reason, same) FROM joined", RESULT_SCHEMA)
-        trip_rows = arrow(
+    results = ", ".join(RESULT_SCHEMA.names)
+    con.execute(f"CREATE TEMP TABLE _results AS {reconcile_sql(settings, now)}")
+    con.execute(
+        f"""
+        CREATE TEMP TABLE _joined AS
+        SELECT r.* REPLACE (coalesce(o.first_seen_at, r.first_seen_at) AS first_seen_at),
+            o.shopping_trip_id IS NULL AS new, o.state AS old_state, o.reason AS old_reason,
+            o.shopping_trip_id IS NOT NULL AND {same} AS same
+        FROM _results r LEFT JOIN current_trips o ON o.shopping_trip_id = r.shopping_trip_id
+        """
+    )
+    con.execute(f"CREATE TEMP VIEW results AS SELECT {results} FROM _joined")
+    con.execute(
+        f"""
+        CREATE TEMP VIEW trips AS
+        SELECT {results} FROM _joined
+        UNION ALL
+        SELECT *, NULL AS debt_reason FROM current_trips o
+        WHERE o.business_date IN (SELECT DISTINCT business_date FROM _results)
+          AND o.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM _results)
+        """
+    )
+    con.execute(f"CREATE TEMP VIEW _trip_rows AS SELECT {trip_columns} FROM _joined WHERE NOT same")
+    con.execute(
+        f"""
+        CREATE TEMP VIEW _history_rows AS
+        SELECT shopping_trip_id, old_state AS from_state, state AS to_state,
+            CASE WHEN new THEN reason ELSE old_reason || ' → ' || reason END AS cause, {now_sql} AS changed_at
+        FROM _joined WHERE new OR old_state <> state
+        """
+    )
+    con.execute("CREATE TEMP VIEW existing AS SELECT * FROM current_debts")
+    settlements_same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM s.{c}" for c in SETTLEMENT_SCHEMA.names)
+    [(digest,)] = con.sql(
+        "SELECT (SELECT count(*) || ':' || coalesce(sum(hash(t)::HUGEINT), 0) FROM _trip_rows t) || '|' || "
+        "(SELECT count(*) || ':' || coalesce(sum(hash(h)::HUGEINT), 0) FROM _history_rows h)"
+    ).fetchall()
+    states = con.sql("SELECT state, count(*) FROM _results GROUP BY state ORDER BY state").fetchall()
+    known = set(con.sql("SELECT alert_id FROM known_alerts").to_arrow_table().column(0).to_pylist())
+    return Outcome(
+        states={str(state): int(count) for state, count in states},
+        trip_rows=arrow(con, "SELECT * FROM _trip_rows", TRIP_RECONCILIATION.arrow_schema()),
+        history_rows=arrow(con, "SELECT * FROM _history_rows", HISTORY.arrow_schema()),
+        debts=_debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA)),
+        alerts=_alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known),
+        settlements=arrow(
             con,
-            f"SELECT {trip_columns} FROM joined WHERE NOT same ORDER BY shopping_trip_id",
-            TRIP_RECONCILIATION.arrow_schema(),
-        )
-        history_rows = arrow(
-            con,
-            f"""
-            SELECT shopping_trip_id, old_state AS from_state, state AS to_state,
-                CASE WHEN new THEN reason ELSE old_reason || ' → ' || reason END AS cause, {now_sql} AS changed_at
-            FROM joined WHERE new OR old_state <> state ORDER BY shopping_trip_id
-            """,
-            HISTORY.arrow_schema(),
-        )
-        day_trips = arrow(
-            con,
-            """
-            SELECT * EXCLUDE (new, old_state, old_reason, same) FROM joined
-            UNION ALL
-            SELECT *, NULL AS debt_reason FROM current o
-            WHERE o.business_date IN (SELECT DISTINCT business_date FROM results)
-              AND o.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM results)
-            """,
-            RESULT_SCHEMA,
-        )
-    return TripChanges(adjusted, trip_rows, history_rows, day_trips)
-
-
-def changed_settlements(computed: pa.Table, current: pa.Table) -> pa.Table:
-    """The rows of `computed` that differ from `current` (both SETTLEMENT_SCHEMA), or that it lacks."""
-    same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM s.{c}" for c in SETTLEMENT_SCHEMA.names)
-    with calculator(computed=computed, current=current) as con:
-        return arrow(
-            con,
-            f"SELECT * FROM computed s WHERE NOT EXISTS (SELECT 1 FROM current o WHERE {same}) "
-            "ORDER BY business_date, store_id",
+            f"SELECT * FROM ({settle_sql()}) s WHERE NOT EXISTS "
+            f"(SELECT 1 FROM current_settlements o WHERE {settlements_same}) ORDER BY business_date, store_id",
             SETTLEMENT_SCHEMA,
-        )
+        ),
+        digest=str(digest),
+    )
+
+
+def run_tables(facts: Facts, state: Mapping[str, pa.Table], settings: RuleSettings, now: datetime) -> Outcome:
+    """`run` over Arrow tables: `state` holds current_trips, current_debts, known_alerts, current_settlements and
+    refunded (any of them missing: none)."""
+    defaults = {
+        "current_trips": empty(STATE_SCHEMA),
+        "current_debts": empty(DEBT_SCHEMA),
+        "known_alerts": empty(pa.schema([("alert_id", pa.string())])),
+        "current_settlements": empty(SETTLEMENT_SCHEMA),
+        "refunded": empty(REFUNDED_SCHEMA),
+    }
+    tables = {**defaults, **state}
+    with calculator(
+        purchased=facts.purchases, payments=facts.payments, reported=facts.reported, cancelled=facts.cancelled,
+        **tables,
+    ) as con:  # fmt: skip
+        return run(con, settings, now)
 
 
 # --------------------------------------------------------------------------- between dataclasses and tables
@@ -595,7 +667,7 @@ def facts_of(trips: Iterable[TripFacts]) -> Facts:
     for trip in trips:
         if trip.purchase is not None:
             purchases.append(trip.purchase)
-        payments += trip.payments
+        payments += _distinct(trip.payments)
         if trip.reported is not None:
             reported.append(
                 {"shopping_trip_id": trip.shopping_trip_id, "reported": trip.reported, "reported_at": trip.reported_at}
