@@ -52,6 +52,17 @@ def _ts(moment: datetime) -> str:
     return f"TIMESTAMPTZ {quote_literal(moment.astimezone(UTC).isoformat())}"
 
 
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    [(found,)] = con.execute(
+        "select count(*) from duckdb_tables() where temporary and table_name = ?", [name]
+    ).fetchall()
+    return bool(found)
+
+
+Step = str | Callable[[duckdb.DuckDBPyConnection], None]
+"""A statement to run on a reader, or a function that runs several."""
+
+
 class LakeFacts:
     """`FactsSource` and `StateSource` over the lake's views; every call reads what is published right now, with
     one in-memory DuckDB reader (`warehouse.query.open_reader`) that is given the run's trip ids as an Arrow table."""
@@ -73,7 +84,7 @@ class LakeFacts:
                 "union all select shopping_trip_id from (select distinct shopping_trip_id from _payments "
                 f"where cast(event_time as date) = {d}) p "
                 "where not exists (select 1 from _purchases q where q.shopping_trip_id = p.shopping_trip_id) "
-                f"union all select shopping_trip_id from trip_reconciliation where cast(business_date as date) = {d}"
+                f"union all select shopping_trip_id from _trips where cast(business_date as date) = {d}"
             )
         elif since is not None:
             t = _ts(since)
@@ -82,7 +93,7 @@ class LakeFacts:
                 f"union all select shopping_trip_id from _payments where event_time >= {t} "
                 f"union all select shopping_trip_id from cancel_charges where requested_at >= {t} "
                 f"union all select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
-                "union all select shopping_trip_id from trip_reconciliation where state = 'pending'"
+                "union all select shopping_trip_id from _trips where state = 'pending'"
             )
         else:
             scope = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
@@ -90,18 +101,21 @@ class LakeFacts:
         purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
         con = self._open(
             [
-                *self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
-                *self._latest(PAYMENT_EVENTS, "_payments", payments),
-                *self._latest(
+                self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
+                self._latest(PAYMENT_EVENTS, "_payments", payments),
+                self._latest(TRIP_RECONCILIATION, "_trips", table_rules.STATE_SCHEMA.names),
+                self._latest(
                     INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
                     "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
                     "from ({rows}) group by shopping_trip_id",
                 ),
                 f"create temp table scope as select distinct shopping_trip_id from ({scope}) "
                 "where shopping_trip_id is not null",
-                f"create temp view purchased as select {', '.join(purchases)} from _purchases where {in_scope}",
-                f"create temp view payments as select {', '.join(payments)} from _payments where {in_scope}",
-                f"create temp view reported as select shopping_trip_id, reported, reported_at from _reported "
+                f"create temp table purchased as select {', '.join(purchases)} from _purchases where {in_scope}",
+                "drop table _purchases",
+                f"create temp table payments as select {', '.join(payments)} from _payments where {in_scope}",
+                "drop table _payments",
+                f"create temp table reported as select shopping_trip_id, reported, reported_at from _reported "
                 f"where {in_scope}",
                 "create temp table cancelled as select shopping_trip_id, requested_at as cancelled_at "
                 f"from cancel_charges where {in_scope}",
@@ -109,13 +123,15 @@ class LakeFacts:
         )  # fmt: skip
         try:
             available = con.sql("select count(*) from (select 1 from _reported limit 1)").fetchall()[0][0] > 0
+            con.execute("drop table _reported")
             yield Workspace(con, reports_available=available)
         finally:
             con.close()
 
     def attach(self, con: duckdb.DuckDBPyConnection) -> None:
         """The current rows of the trips in scope and of every trip of their possible business days (the UTC days
-        of their end times and payment events), read once."""
+        of their end times and payment events), read once (the current trips were read with the facts, as
+        `_trips`, when `con` is this source's workspace)."""
         columns = table_rules.STATE_SCHEMA.names
         state = ", ".join(
             "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
@@ -128,7 +144,7 @@ class LakeFacts:
         self._run(
             con,
             [
-                *self._latest(TRIP_RECONCILIATION, "_trips", columns),
+                *([] if _has_table(con, "_trips") else [self._latest(TRIP_RECONCILIATION, "_trips", columns)]),
                 f"create temp table current_trips as select {state} from _trips "
                 f"where {in_scope} or cast(business_date as date) in ({days})",
                 "drop table _trips",
@@ -143,7 +159,7 @@ class LakeFacts:
             ],
         )
 
-    def _open(self, statements: Sequence[str]) -> duckdb.DuckDBPyConnection:
+    def _open(self, statements: Sequence[Step]) -> duckdb.DuckDBPyConnection:
         """A reader on which `statements` ran. A file that compaction removed between listing and reading makes
         the whole read run again on a new reader."""
         for attempt in range(VANISHED_FILE_RETRIES + 1):
@@ -163,36 +179,49 @@ class LakeFacts:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _run(con: duckdb.DuckDBPyConnection, statements: Sequence[str]) -> None:
-        for sql in statements:
+    def _run(con: duckdb.DuckDBPyConnection, steps: Sequence[Step]) -> None:
+        for step in steps:
             try:
-                con.execute(sql)
+                con.execute(step) if isinstance(step, str) else step(con)
             except duckdb.Error as exc:
                 raise QueryError(str(exc)) from exc
 
-    def _latest(self, table: Table, name: str, columns: Sequence[str], shape: str = "{rows}") -> list[str]:
-        """Statements that make a temp table `name` of the table's `columns` (passed through `shape`), holding
-        exactly the rows its view holds, more cheaply: a key that occurs once is its own row (no sort); only the
-        rows of keys that occur more than once go through the view's de-duplication (`warehouse.views`: newest
-        first, then the rest)."""
+    def _latest(self, table: Table, name: str, columns: Sequence[str], shape: str = "{rows}") -> Step:
+        """A step that makes a temp table `name` of the table's `columns` (passed through `shape`), holding exactly
+        the rows its view holds, more cheaply: a key that occurs once is its own row (no sort); only the rows of
+        keys that occur more than once are ordered as the view orders them (`warehouse.views`: the `latest_by`
+        columns newest first, then the other non-key columns, nulls last) and the first is kept."""
         listed = ", ".join(columns)
         if not parquet_files(self._root, table):
-            return [f"create temp table {name} as " + shape.format(rows=f"select {listed} from {table.name}")]
-        casts = ", ".join(f"cast({c} as {table.column(c).duckdb_type}) as {c}" for c in columns)
+            return f"create temp table {name} as " + shape.format(rows=f"select {listed} from {table.name}")
         keys = ", ".join(table.key)
         files = quote_literal(parquet_glob(table, self._root.resolve()))
         raw = (
             f"(select * from ({empty_select_sql(table)} union all by name select * from read_parquet({files}, "
             "hive_partitioning = false, union_by_name = true)))"
         )
-        return [
-            f"create temp table {name}_dups as select {keys} from {raw} group by {keys} having count(*) > 1",
-            f"create temp table {name} as "
-            + shape.format(
-                rows=f"select {casts} from {raw} anti join {name}_dups using ({keys}) "
-                f"union all select {listed} from {table.name} semi join {name}_dups using ({keys})"
-            ),
-        ]
+        casts = ", ".join(f"cast({c} as {table.column(c).duckdb_type}) as {c}" for c in columns)
+        typed = ", ".join(f"cast({c.name} as {c.duckdb_type}) as {c.name}" for c in table.columns)
+        order = ", ".join(
+            [f"{c} desc nulls last" for c in table.latest_by]
+            + [f"{c} asc nulls last" for c in table.column_names if c not in table.key and c not in table.latest_by]
+        )
+
+        def step(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                f"create temp table {name}_dups as select {keys} from {raw} group by {keys} having count(*) > 1"
+            )
+            [(dups,)] = con.execute(f"select count(*) from {name}_dups").fetchall()
+            rows = f"select {casts} from {raw}"
+            if dups:
+                rows += (
+                    f" anti join {name}_dups using ({keys}) union all select {listed} from (select {typed} from {raw} "
+                    f"semi join {name}_dups using ({keys}) "
+                    f"qualify row_number() over (partition by {keys} order by {order}) = 1)"
+                )
+            con.execute(f"create temp table {name} as " + shape.format(rows=rows))
+
+        return step
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         where = "" if trip_ids is None else f" where shopping_trip_id in (select unnest({_ids(trip_ids)}))"

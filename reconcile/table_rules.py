@@ -15,7 +15,7 @@ connection is a calculator that reads nothing but the tables it is given.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -583,14 +583,14 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
         for name in TRIP_RECONCILIATION.column_names
     )  # fmt: skip
     results = ", ".join(RESULT_SCHEMA.names)
-    con.execute(f"CREATE TEMP TABLE _results AS {reconcile_sql(settings, now)}")
     con.execute(
         f"""
         CREATE TEMP TABLE _joined AS
+        WITH r AS ({reconcile_sql(settings, now)})
         SELECT r.* REPLACE (coalesce(o.first_seen_at, r.first_seen_at) AS first_seen_at),
             o.shopping_trip_id IS NULL AS new, o.state AS old_state, o.reason AS old_reason,
             o.shopping_trip_id IS NOT NULL AND {same} AS same
-        FROM _results r LEFT JOIN current_trips o ON o.shopping_trip_id = r.shopping_trip_id
+        FROM r LEFT JOIN current_trips o ON o.shopping_trip_id = r.shopping_trip_id
         """
     )
     con.execute(f"CREATE TEMP VIEW results AS SELECT {results} FROM _joined")
@@ -600,8 +600,8 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
         SELECT {results} FROM _joined
         UNION ALL
         SELECT *, NULL AS debt_reason FROM current_trips o
-        WHERE o.business_date IN (SELECT DISTINCT business_date FROM _results)
-          AND o.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM _results)
+        WHERE o.business_date IN (SELECT DISTINCT business_date FROM _joined)
+          AND o.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM _joined)
         """
     )
     con.execute(f"CREATE TEMP VIEW _trip_rows AS SELECT {trip_columns} FROM _joined WHERE NOT same")
@@ -619,7 +619,7 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
         "SELECT (SELECT count(*) || ':' || coalesce(sum(hash(t)::HUGEINT), 0) FROM _trip_rows t) || '|' || "
         "(SELECT count(*) || ':' || coalesce(sum(hash(h)::HUGEINT), 0) FROM _history_rows h)"
     ).fetchall()
-    states = con.sql("SELECT state, count(*) FROM _results GROUP BY state ORDER BY state").fetchall()
+    states = con.sql("SELECT state, count(*) FROM _joined GROUP BY state ORDER BY state").fetchall()
     known = set(con.sql("SELECT alert_id FROM known_alerts").to_arrow_table().column(0).to_pylist())
     return Outcome(
         states={str(state): int(count) for state, count in states},
@@ -635,24 +635,6 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
         ),
         digest=str(digest),
     )
-
-
-def run_tables(facts: Facts, state: Mapping[str, pa.Table], settings: RuleSettings, now: datetime) -> Outcome:
-    """`run` over Arrow tables: `state` holds current_trips, current_debts, known_alerts, current_settlements and
-    refunded (any of them missing: none)."""
-    defaults = {
-        "current_trips": empty(STATE_SCHEMA),
-        "current_debts": empty(DEBT_SCHEMA),
-        "known_alerts": empty(pa.schema([("alert_id", pa.string())])),
-        "current_settlements": empty(SETTLEMENT_SCHEMA),
-        "refunded": empty(REFUNDED_SCHEMA),
-    }
-    tables = {**defaults, **state}
-    with calculator(
-        purchased=facts.purchases, payments=facts.payments, reported=facts.reported, cancelled=facts.cancelled,
-        **tables,
-    ) as con:  # fmt: skip
-        return run(con, settings, now)
 
 
 # --------------------------------------------------------------------------- between dataclasses and tables
