@@ -8,7 +8,10 @@ import asyncio
 import contextlib
 import html
 import logging
+import shutil
+import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -67,8 +70,9 @@ class LakeFacts:
     """`FactsSource` and `StateSource` over the lake's views; every call reads what is published right now, with
     one in-memory DuckDB reader (`warehouse.query.open_reader`) that is given the run's trip ids as an Arrow table."""
 
-    def __init__(self, lake_root: Path) -> None:
+    def __init__(self, lake_root: Path, memory_limit_mb: int = 1024) -> None:
         self._root = lake_root
+        self._memory_limit_mb = memory_limit_mb
 
     def _query(self, sql: str) -> list[dict[str, Any]]:
         return _dicts(run_query(self._root, sql))
@@ -163,7 +167,7 @@ class LakeFacts:
         """A reader on which `statements` ran. A file that compaction removed between listing and reading makes
         the whole read run again on a new reader."""
         for attempt in range(VANISHED_FILE_RETRIES + 1):
-            con = open_reader(self._root)
+            con = self._reader()
             try:
                 self._run(con, statements)
                 return con
@@ -177,6 +181,24 @@ class LakeFacts:
                 con.close()
                 raise
         raise AssertionError("unreachable")
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """`open_reader`'s views and sandbox (read the lake, nothing else), within `memory_limit_mb`: beyond it
+        DuckDB spills to a temp folder (removed when the connection closes, or by the OS's tmp cleaning)."""
+        con = open_reader(self._root, sandbox=False)
+        spill = Path(tempfile.mkdtemp(prefix="jwo-reconcile-"))
+        weakref.finalize(con, shutil.rmtree, spill, True)
+        allowed = ", ".join(quote_literal(p.resolve().as_posix() + "/") for p in (self._root, spill))
+        try:
+            con.execute(f"SET memory_limit = '{self._memory_limit_mb}MB'")
+            con.execute(f"SET temp_directory = {quote_literal(spill.as_posix())}")
+            con.execute(f"SET allowed_directories = [{allowed}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
 
     @staticmethod
     def _run(con: duckdb.DuckDBPyConnection, steps: Sequence[Step]) -> None:
@@ -269,7 +291,7 @@ def build_job(
     settings: ReconcileSettings,
     clock: Callable[[], datetime] = utc_now,
 ) -> ReconcileJob:
-    facts = LakeFacts(lake_root)
+    facts = LakeFacts(lake_root, settings.memory_limit_mb)
     return ReconcileJob(facts, facts, LakeWriter(lake_root), RetailerDebtLedger(store), settings.rules(), clock)
 
 
