@@ -4,7 +4,9 @@
     incremental:  ReconcileJob.run(since=T)     trips with a fact since T, plus every pending trip
 
 Both run every trip in scope through `table_rules` at once (the rules of `rules.py` as SQL over Arrow tables), so
-a day of a million trips takes seconds; `close_debt` handles one debt with the dataclasses of `rules.py`.
+a day of a million trips is a few queries rather than a million Python objects (`bench/reconcile.py`); `close_debt`
+handles one debt with the dataclasses of `rules.py`.
+
 Running it twice changes nothing: a trip row, debt or settlement is written only when it differs from the
 current one, history only on a change of state, an alert only once per (trip, decline subtype) (its id derives
 from them). The batch id is a hash of the rows written, so a batch retried after a crash overwrites its files.
