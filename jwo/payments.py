@@ -30,6 +30,7 @@ import httpx
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
 from connectors.ports import RetailerAdmin
+from contracts.arrow_rows import ArrowRows
 from contracts.payment_tables import REFUNDS
 from contracts.reconcile_tables import DAILY_SETTLEMENT
 from jwo.reconcile_facts import LakeFacts, build_job, utc_now
@@ -37,7 +38,7 @@ from jwo.settings import Settings
 from reconcile.adapters.amazon_payments import AmazonPaymentService, CredentialSource
 from reconcile.adapters.sqlite_requests import SqliteRequestOutbox
 from reconcile.errors import RefundRefusedError
-from reconcile.job import DebtNotFoundError
+from reconcile.job import DebtNotFoundError, settlement_rows
 from reconcile.payment_sender import Delivery, PaymentSender, SenderPolicy
 from reconcile.payments import (
     PaymentRequest,
@@ -54,8 +55,7 @@ from reconcile.payments import (
     refund_row,
     reports_payment_status,
 )
-from reconcile.rows import settlement_row
-from reconcile.rules import Debt, settle
+from reconcile.rules import Debt
 from warehouse.lake import LakeWriter
 from warehouse.query import QueryResult, run_query
 from warehouse.views import quote_literal
@@ -130,15 +130,11 @@ def write_refund(lake_root: Path, refund: Refund, now: datetime) -> None:
 
 def resettle(lake_root: Path, days: Sequence[date], now: datetime) -> int:
     """Recompute the daily settlement of these days from the reconciled trips and the refunds; write what changed."""
-    if not days:
-        return 0
-    facts = LakeFacts(lake_root)
-    current = facts.settlements(days)
-    fresh = settle(facts.trips_on(days), facts.refunded(days))
-    rows = [settlement_row(s, now) for s in fresh if current.get((s.business_date, s.store_id)) != s]
-    if rows:
-        LakeWriter(lake_root).write_tables({DAILY_SETTLEMENT: rows}, _batch_id("resettle", rows))
-    return len(rows)
+    changed = LakeFacts(lake_root).settlement_changes(days)
+    if changed.num_rows:
+        rows = ArrowRows(settlement_rows(changed, now))
+        LakeWriter(lake_root).write_tables({DAILY_SETTLEMENT: rows}, _batch_id("resettle", rows.rows()))
+    return int(changed.num_rows)
 
 
 class RefundOutcomes:

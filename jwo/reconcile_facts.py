@@ -8,28 +8,37 @@ import asyncio
 import contextlib
 import html
 import logging
-from collections.abc import Callable, Sequence
+import shutil
+import tempfile
+import time
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from connectors.ports import BadDebt, RetailerAdmin
 from contracts.payment_tables import REFUNDS
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
+from contracts.tables import INTRADAY_ORDER_LINES, PAYMENT_EVENTS, PURCHASES, Table
+from reconcile import table_rules
 from reconcile.job import ReconcileJob
-from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
-from reconcile.rules import Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
+from reconcile.ports import Workspace
+from reconcile.rows import debt_from_row
+from reconcile.rules import Debt
 from reconcile.settings import ReconcileSettings
 from simulator.settlement import SettlementKey
-from warehouse.lake import LakeWriter
-from warehouse.query import QueryResult, run_query
+from warehouse.errors import QueryError
+from warehouse.lake import LakeWriter, parquet_files
+from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, open_reader, run_query
 from warehouse.render import render
-from warehouse.views import quote_literal
+from warehouse.views import empty_select_sql, parquet_glob, quote_literal
 
 log = logging.getLogger("jwo.reconcile")
 
@@ -51,107 +60,194 @@ def _ts(moment: datetime) -> str:
     return f"TIMESTAMPTZ {quote_literal(moment.astimezone(UTC).isoformat())}"
 
 
-class LakeFacts:
-    """`FactsSource` and `StateSource` over the lake's views; every call reads what is published right now."""
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    [(found,)] = con.execute(
+        "select count(*) from duckdb_tables() where temporary and table_name = ?", [name]
+    ).fetchall()
+    return bool(found)
 
-    def __init__(self, lake_root: Path) -> None:
+
+Step = str | Callable[[duckdb.DuckDBPyConnection], None]
+"""A statement to run on a reader, or a function that runs several."""
+
+
+class LakeFacts:
+    """`FactsSource` and `StateSource` over the lake's views; every call reads what is published right now, with
+    one in-memory DuckDB reader (`warehouse.query.open_reader`) that is given the run's trip ids as an Arrow table."""
+
+    def __init__(self, lake_root: Path, memory_limit_mb: int = 1024) -> None:
         self._root = lake_root
+        self._memory_limit_mb = memory_limit_mb
 
     def _query(self, sql: str) -> list[dict[str, Any]]:
         return _dicts(run_query(self._root, sql))
 
-    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
+    @contextlib.contextmanager
+    def workspace(self, *, day: date | None = None, since: datetime | None = None) -> Iterator[Workspace]:
+        """A reader (`warehouse.query.open_reader`: in memory, may read the lake only) holding the facts of the
+        trips in scope as temp tables, read once."""
         if day is not None:
             d = f"DATE {quote_literal(day.isoformat())}"
-            sql = (
-                f"select shopping_trip_id from purchases where cast(end_time as date) = {d} "
-                f"union select shopping_trip_id from payment_events where cast(event_time as date) = {d} "
-                f"and shopping_trip_id not in (select shopping_trip_id from purchases) "
-                f"union select shopping_trip_id from trip_reconciliation where cast(business_date as date) = {d}"
+            scope = (
+                f"select shopping_trip_id from _purchases where cast(end_time as date) = {d} "
+                "union all select shopping_trip_id from (select distinct shopping_trip_id from _payments "
+                f"where cast(event_time as date) = {d}) p "
+                "where not exists (select 1 from _purchases q where q.shopping_trip_id = p.shopping_trip_id) "
+                f"union all select shopping_trip_id from _trips where cast(business_date as date) = {d}"
             )
         elif since is not None:
             t = _ts(since)
-            sql = (
-                f"select shopping_trip_id from purchases where created_at >= {t} "
-                f"union select shopping_trip_id from payment_events where event_time >= {t} "
-                f"union select shopping_trip_id from cancel_charges where requested_at >= {t} "
-                f"union select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
-                "union select shopping_trip_id from trip_reconciliation where state = 'pending'"
+            scope = (
+                f"select shopping_trip_id from _purchases where created_at >= {t} "
+                f"union all select shopping_trip_id from _payments where event_time >= {t} "
+                f"union all select shopping_trip_id from cancel_charges where requested_at >= {t} "
+                f"union all select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
+                "union all select shopping_trip_id from _trips where state = 'pending'"
             )
         else:
-            sql = "select shopping_trip_id from purchases union select shopping_trip_id from payment_events"
-        return sorted(str(r["shopping_trip_id"]) for r in self._query(sql) if r["shopping_trip_id"] is not None)
+            scope = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
+        in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
+        purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
+        con = self._open(
+            [
+                self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
+                self._latest(PAYMENT_EVENTS, "_payments", payments),
+                self._latest(TRIP_RECONCILIATION, "_trips", table_rules.STATE_SCHEMA.names),
+                self._latest(
+                    INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
+                    "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
+                    "from ({rows}) group by shopping_trip_id",
+                ),
+                f"create temp table scope as select distinct shopping_trip_id from ({scope}) "
+                "where shopping_trip_id is not null",
+                f"create temp table purchased as select {', '.join(purchases)} from _purchases where {in_scope}",
+                "drop table _purchases",
+                f"create temp table payments as select {', '.join(payments)} from _payments where {in_scope}",
+                "drop table _payments",
+                f"create temp table reported as select shopping_trip_id, reported, reported_at from _reported "
+                f"where {in_scope}",
+                "create temp table cancelled as select shopping_trip_id, requested_at as cancelled_at "
+                f"from cancel_charges where {in_scope}",
+            ]
+        )  # fmt: skip
+        try:
+            available = con.sql("select count(*) from (select 1 from _reported limit 1)").fetchall()[0][0] > 0
+            con.execute("drop table _reported")
+            yield Workspace(con, reports_available=available)
+        finally:
+            con.close()
 
-    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]:
-        if not trip_ids:
-            return []
-        where = f"shopping_trip_id in (select unnest({_ids(trip_ids)}))"
-        purchases = {
-            r["shopping_trip_id"]: Purchase(
-                shopping_trip_id=r["shopping_trip_id"],
-                store_id=r["store_id"],
-                entry_method=r["entry_method"],
-                shopper_id=r["shopper_id"],
-                currency=r["currency"],
-                subtotal=r["subtotal"],
-                promotions=r["promotions"],
-                tax=r["tax"],
-                total=r["total"],
-                line_count=int(r["line_count"]),
-                end_time=r["end_time"],
-            )
-            for r in self._query(
-                "select shopping_trip_id, store_id, entry_method, shopper_id, currency, subtotal, promotions, tax, "
-                f"total, line_count, end_time from purchases where {where}"
-            )
-        }
-        payments: dict[str, list[PaymentEvent]] = {}
-        for r in self._query(
-            "select event_id, shopping_trip_id, store_id, sub_type, amount, currency, event_time "
-            f"from payment_events where {where} order by event_time, event_id"
-        ):
-            payments.setdefault(r["shopping_trip_id"], []).append(PaymentEvent(**r))
-        reported = {
-            r["shopping_trip_id"]: (r["reported"], r["reported_at"])
-            for r in self._query(
-                "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
-                f"from intraday_order_lines where {where} group by shopping_trip_id"
-            )
-        }
-        cancelled = {
-            r["shopping_trip_id"]: r["requested_at"]
-            for r in self._query(f"select shopping_trip_id, requested_at from cancel_charges where {where}")
-        }
-        out: list[TripFacts] = []
-        for trip in trip_ids:
-            report = reported.get(trip)
-            out.append(
-                TripFacts(
-                    shopping_trip_id=trip,
-                    purchase=purchases.get(trip),
-                    payments=tuple(payments.get(trip, ())),
-                    reported=report[0] if report else None,
-                    reported_at=report[1] if report else None,
-                    cancelled_at=cancelled.get(trip),
-                )
-            )
-        return out
-
-    def reports_available(self) -> bool:
-        return bool(self._query("select 1 as one from intraday_order_lines limit 1"))
-
-    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]:
-        if not trip_ids:
-            return {}
-        rows = self._query(
-            f"select * from {TRIP_RECONCILIATION.name} where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """The current rows of the trips in scope and of every trip of their possible business days (the UTC days
+        of their end times and payment events), read once (the current trips were read with the facts, as
+        `_trips`, when `con` is this source's workspace)."""
+        columns = table_rules.STATE_SCHEMA.names
+        state = ", ".join(
+            "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
         )
-        return {r["shopping_trip_id"]: trip_from_row(r) for r in rows}
+        days = (
+            "select distinct cast(end_time as date) as day from purchased "
+            "union select distinct cast(event_time as date) from payments"
+        )
+        in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
+        self._run(
+            con,
+            [
+                *([] if _has_table(con, "_trips") else [self._latest(TRIP_RECONCILIATION, "_trips", columns)]),
+                f"create temp table current_trips as select {state} from _trips "
+                f"where {in_scope} or cast(business_date as date) in ({days})",
+                "drop table _trips",
+                f"create temp table current_debts as select {', '.join(table_rules.DEBT_SCHEMA.names)} "
+                f"from {BAD_DEBTS.name} where {in_scope}",
+                f"create temp table known_alerts as select alert_id from {ALERTS.name} where {in_scope}",
+                "create temp table current_settlements as select "
+                f"{', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
+                f"where business_date in ({days})",
+                self._refunded_step(days),
+            ],
+        )
 
-    def trips_on(self, days: Sequence[date]) -> list[TripResult]:
-        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
-        rows = self._query(f"select * from {TRIP_RECONCILIATION.name} where cast(business_date as date) in ({listed})")
-        return [trip_from_row(r) for r in rows]
+    def _open(self, statements: Sequence[Step]) -> duckdb.DuckDBPyConnection:
+        """A reader on which `statements` ran. A file that compaction removed between listing and reading makes
+        the whole read run again on a new reader."""
+        for attempt in range(VANISHED_FILE_RETRIES + 1):
+            con = self._reader()
+            try:
+                self._run(con, statements)
+                return con
+            except QueryError as exc:
+                con.close()
+                if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                raise
+            except BaseException:
+                con.close()
+                raise
+        raise AssertionError("unreachable")
+
+    def _reader(self) -> duckdb.DuckDBPyConnection:
+        """`open_reader`'s views and sandbox (read the lake, nothing else), within `memory_limit_mb`: beyond it
+        DuckDB spills to a temp folder (removed when the connection closes, or by the OS's tmp cleaning)."""
+        con = open_reader(self._root, sandbox=False)
+        spill = Path(tempfile.mkdtemp(prefix="jwo-reconcile-"))
+        weakref.finalize(con, shutil.rmtree, spill, True)
+        allowed = ", ".join(quote_literal(p.resolve().as_posix() + "/") for p in (self._root, spill))
+        try:
+            con.execute(f"SET memory_limit = '{self._memory_limit_mb}MB'")
+            con.execute(f"SET temp_directory = {quote_literal(spill.as_posix())}")
+            con.execute(f"SET allowed_directories = [{allowed}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    @staticmethod
+    def _run(con: duckdb.DuckDBPyConnection, steps: Sequence[Step]) -> None:
+        for step in steps:
+            try:
+                con.execute(step) if isinstance(step, str) else step(con)
+            except duckdb.Error as exc:
+                raise QueryError(str(exc)) from exc
+
+    def _latest(self, table: Table, name: str, columns: Sequence[str], shape: str = "{rows}") -> Step:
+        """A step that makes a temp table `name` of the table's `columns` (passed through `shape`), holding exactly
+        the rows its view holds, more cheaply: a key that occurs once is its own row (no sort); only the rows of
+        keys that occur more than once are ordered as the view orders them (`warehouse.views`: the `latest_by`
+        columns newest first, then the other non-key columns, nulls last) and the first is kept."""
+        listed = ", ".join(columns)
+        if not parquet_files(self._root, table):
+            return f"create temp table {name} as " + shape.format(rows=f"select {listed} from {table.name}")
+        keys = ", ".join(table.key)
+        files = quote_literal(parquet_glob(table, self._root.resolve()))
+        raw = (
+            f"(select * from ({empty_select_sql(table)} union all by name select * from read_parquet({files}, "
+            "hive_partitioning = false, union_by_name = true)))"
+        )
+        casts = ", ".join(f"cast({c} as {table.column(c).duckdb_type}) as {c}" for c in columns)
+        typed = ", ".join(f"cast({c.name} as {c.duckdb_type}) as {c.name}" for c in table.columns)
+        order = ", ".join(
+            [f"{c} desc nulls last" for c in table.latest_by]
+            + [f"{c} asc nulls last" for c in table.column_names if c not in table.key and c not in table.latest_by]
+        )
+
+        def step(con: duckdb.DuckDBPyConnection) -> None:
+            con.execute(
+                f"create temp table {name}_dups as select {keys} from {raw} group by {keys} having count(*) > 1"
+            )
+            [(dups,)] = con.execute(f"select count(*) from {name}_dups").fetchall()
+            rows = f"select {casts} from {raw}"
+            if dups:
+                rows += (
+                    f" anti join {name}_dups using ({keys}) union all select {listed} from (select {typed} from {raw} "
+                    f"semi join {name}_dups using ({keys}) "
+                    f"qualify row_number() over (partition by {keys} order by {order}) = 1)"
+                )
+            con.execute(f"create temp table {name} as " + shape.format(rows=rows))
+
+        return step
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         where = "" if trip_ids is None else f" where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
@@ -159,29 +255,39 @@ class LakeFacts:
             return {}
         return {r["shopping_trip_id"]: debt_from_row(r) for r in self._query(f"select * from {BAD_DEBTS.name}{where}")}
 
-    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]:
-        if not trip_ids:
-            return set()
-        rows = self._query(
-            f"select alert_id from {ALERTS.name} where shopping_trip_id in (select unnest({_ids(trip_ids)}))"
-        )
-        return {str(r["alert_id"]) for r in rows}
-
-    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]:
-        listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
-        rows = self._query(f"select * from {DAILY_SETTLEMENT.name} where business_date in ({listed})")
-        return {(s.business_date, s.store_id): s for s in map(settlement_from_row, rows)}
-
-    def refunded(self, days: Sequence[date]) -> dict[tuple[date, str], Decimal]:
-        """Σ REFUNDED refunds per (the trip's business day, store): `daily_settlement.refunded`."""
+    def settlement_changes(self, days: Sequence[date]) -> pa.Table:
+        """The daily settlements of these days recomputed from the stored trip states and the refunds, where they
+        differ from the current rows (SETTLEMENT_SCHEMA): what a refund's answer changes without a reconcile run."""
         if not days:
-            return {}
+            return table_rules.empty(table_rules.SETTLEMENT_SCHEMA)
         listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
-        rows = self._query(
-            f"select business_date, store_id, sum(amount) as refunded from {REFUNDS.name} "
-            f"where status = 'REFUNDED' and business_date in ({listed}) group by all"
+        columns = table_rules.STATE_SCHEMA.names
+        state = ", ".join(
+            "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
         )
-        return {(r["business_date"], r["store_id"]): _cents(r["refunded"]) for r in rows}
+        con = self._open(
+            [
+                self._latest(TRIP_RECONCILIATION, "_trips", columns),
+                f"create temp table trips as select {state}, cast(null as varchar) as debt_reason from _trips "
+                f"where cast(business_date as date) in ({listed})",
+                self._refunded_step(listed),
+                "create temp table current_settlements as select "
+                f"{', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
+                f"where business_date in ({listed})",
+            ]
+        )
+        try:
+            return table_rules.changed_settlements(con)
+        finally:
+            con.close()
+
+    @staticmethod
+    def _refunded_step(days: str) -> str:
+        """`refunded` (REFUNDED_SCHEMA): Σ of REFUNDED refunds per (the trip's business day, store) of `days`."""
+        return (
+            "create temp table refunded as select business_date, store_id, sum(amount) as refunded "
+            f"from {REFUNDS.name} where status = 'REFUNDED' and business_date in ({days}) group by all"
+        )
 
 
 class RetailerDebtLedger:
@@ -223,7 +329,7 @@ def build_job(
     settings: ReconcileSettings,
     clock: Callable[[], datetime] = utc_now,
 ) -> ReconcileJob:
-    facts = LakeFacts(lake_root)
+    facts = LakeFacts(lake_root, settings.memory_limit_mb)
     return ReconcileJob(facts, facts, LakeWriter(lake_root), RetailerDebtLedger(store), settings.rules(), clock)
 
 

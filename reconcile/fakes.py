@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
+import duckdb
+import pyarrow as pa
+
 from contracts.payment_tables import REFUNDS
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.tables import Table
+from reconcile import table_rules
 from reconcile.errors import AlertDeliveryError, PaymentRejectedError, PaymentUnavailableError
 from reconcile.payments import (
     PaymentReply,
@@ -22,8 +27,9 @@ from reconcile.payments import (
     refund_from_row,
     refunded_per_day,
 )
-from reconcile.rows import debt_from_row, settlement_from_row, trip_from_row
-from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, Settlement, TripFacts, TripResult
+from reconcile.ports import Workspace
+from reconcile.rows import debt_from_row, trip_from_row
+from reconcile.rules import Alert, Debt, PaymentEvent, Purchase, TripFacts
 
 
 @dataclass
@@ -35,34 +41,35 @@ class MemoryFacts:
     reported: dict[str, tuple[Any, datetime]] = field(default_factory=dict)
     cancelled: dict[str, datetime] = field(default_factory=dict)
 
-    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
-        ids = {p.shopping_trip_id for p in self.purchases} | {p.shopping_trip_id for p in self.payments}
-        return sorted(ids)
-
-    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]:
-        wanted = set(trip_ids)
-        purchases = {p.shopping_trip_id: p for p in self.purchases if p.shopping_trip_id in wanted}
-        payments: dict[str, list[PaymentEvent]] = {}
-        for event in self.payments:
-            if event.shopping_trip_id in wanted:
-                payments.setdefault(event.shopping_trip_id, []).append(event)
-        out = []
-        for trip in sorted(wanted):
-            reported = self.reported.get(trip)
-            out.append(
-                TripFacts(
-                    shopping_trip_id=trip,
-                    purchase=purchases.get(trip),
-                    payments=tuple(payments.get(trip, ())),
-                    reported=reported[0] if reported else None,
-                    reported_at=reported[1] if reported else None,
-                    cancelled_at=self.cancelled.get(trip),
-                )
+    @contextmanager
+    def workspace(self, *, day: date | None = None, since: datetime | None = None) -> Iterator[Workspace]:
+        """Every trip (the fake ignores `day` and `since`)."""
+        ids = sorted({p.shopping_trip_id for p in self.purchases} | {p.shopping_trip_id for p in self.payments})
+        purchases = {p.shopping_trip_id: p for p in self.purchases}
+        trips = [
+            TripFacts(
+                shopping_trip_id=trip,
+                purchase=purchases.get(trip),
+                payments=tuple(p for p in self.payments if p.shopping_trip_id == trip),
+                reported=self.reported[trip][0] if trip in self.reported else None,
+                reported_at=self.reported[trip][1] if trip in self.reported else None,
+                cancelled_at=self.cancelled.get(trip),
             )
-        return out
+            for trip in ids
+        ]
+        facts = table_rules.facts_of(trips)
+        with table_rules.calculator(
+            scope=_ids(ids),
+            purchased=facts.purchases,
+            payments=facts.payments,
+            reported=facts.reported,
+            cancelled=facts.cancelled,
+        ) as con:
+            yield Workspace(con, reports_available=bool(self.reported))
 
-    def reports_available(self) -> bool:
-        return bool(self.reported)
+
+def _ids(trip_ids: list[str]) -> pa.Table:
+    return pa.table({"shopping_trip_id": pa.array(trip_ids, pa.string())})
 
 
 @dataclass
@@ -89,28 +96,26 @@ class MemoryLake:
     def table(self, name: str) -> list[dict[str, object]]:
         return list(self.rows.get(name, {}).values())
 
-    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]:
-        wanted = set(trip_ids)
-        rows = self.table(TRIP_RECONCILIATION.name)
-        return {str(r["shopping_trip_id"]): trip_from_row(r) for r in rows if r["shopping_trip_id"] in wanted}
-
-    def trips_on(self, days: Sequence[date]) -> list[TripResult]:
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Every current row (the fake does not narrow them to the run's trips)."""
         trips = [trip_from_row(r) for r in self.table(TRIP_RECONCILIATION.name)]
-        return [t for t in trips if t.business_date in set(days)]
+        debts = list(self.current_debts().values())
+        alerts = [str(r["alert_id"]) for r in self.table(ALERTS.name)]
+        settlements = [
+            {name: r[name] for name in table_rules.SETTLEMENT_SCHEMA.names} for r in self.table(DAILY_SETTLEMENT.name)
+        ]
+        con.register("current_trips", table_rules.table_of(trips, table_rules.STATE_SCHEMA))
+        con.register("current_debts", table_rules.table_of(debts, table_rules.DEBT_SCHEMA))
+        con.register("known_alerts", pa.table({"alert_id": pa.array(alerts, pa.string())}))
+        con.register("current_settlements", pa.Table.from_pylist(settlements, schema=table_rules.SETTLEMENT_SCHEMA))
+        refunded = [
+            {"business_date": d, "store_id": s, "refunded": v} for (d, s), v in refunded_per_day(self.refunds()).items()
+        ]
+        con.register("refunded", pa.Table.from_pylist(refunded, schema=table_rules.REFUNDED_SCHEMA))
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         debts = [debt_from_row(r) for r in self.table(BAD_DEBTS.name)]
         return {d.shopping_trip_id: d for d in debts if trip_ids is None or d.shopping_trip_id in set(trip_ids)}
-
-    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]:
-        return {str(r["alert_id"]) for r in self.table(ALERTS.name) if r["shopping_trip_id"] in set(trip_ids)}
-
-    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]:
-        rows = [settlement_from_row(r) for r in self.table(DAILY_SETTLEMENT.name)]
-        return {(s.business_date, s.store_id): s for s in rows if s.business_date in set(days)}
-
-    def refunded(self, days: Sequence[date]) -> dict[tuple[date, str], Decimal]:
-        return {k: v for k, v in refunded_per_day(self.refunds()).items() if k[0] in set(days)}
 
     def refunds(self, shopping_trip_id: str | None = None) -> list[Refund]:
         rows = sorted((refund_from_row(r) for r in self.table(REFUNDS.name)), key=lambda r: r.requested_at)

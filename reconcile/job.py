@@ -3,6 +3,10 @@
     full:         ReconcileJob.run(day=D)       every trip of the UTC day D
     incremental:  ReconcileJob.run(since=T)     trips with a fact since T, plus every pending trip
 
+Both run every trip in scope through `table_rules` at once (the rules of `rules.py` as SQL over Arrow tables), so
+a day of a million trips is a few queries rather than a million Python objects (`bench/reconcile.py`); `close_debt`
+handles one debt with the dataclasses of `rules.py`.
+
 Running it twice changes nothing: a trip row, debt or settlement is written only when it differs from the
 current one, history only on a change of state, an alert only once per (trip, decline subtype) (its id derives
 from them). The batch id is a hash of the rows written, so a batch retried after a crash overwrites its files.
@@ -18,21 +22,17 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from contracts.arrow_rows import ArrowRows
 from contracts.reconcile_tables import ALERTS, BAD_DEBTS, DAILY_SETTLEMENT, TRIP_RECONCILIATION
 from contracts.reconcile_tables import TRIP_RECONCILIATION_HISTORY as HISTORY
 from contracts.tables import Table
+from reconcile import table_rules
 from reconcile.ports import DebtLedger, FactsSource, RowSink, StateSource
-from reconcile.rows import Row, alert_row, debt_row, history_row, settlement_row, trip_row
-from reconcile.rules import (
-    Debt,
-    RuleSettings,
-    Settlement,
-    TripResult,
-    decide_debt,
-    decline_alerts,
-    reconcile_trip,
-    settle,
-)
+from reconcile.rows import debt_row
+from reconcile.rules import Debt, RuleSettings
 
 
 @dataclass(frozen=True)
@@ -70,56 +70,35 @@ class ReconcileJob:
 
     def run(self, *, day: date | None = None, since: datetime | None = None) -> RunReport:
         now = self._clock()
-        ids = sorted(set(self._facts.touched_trips(day=day, since=since)))
-        settings = replace(
-            self._settings, check_reports=self._settings.check_reports and self._facts.reports_available()
-        )
-        current = self._state.current_trips(ids)
-        debts = self._state.current_debts(ids)
-        known_alerts = self._state.alert_ids(ids)
-
-        batch: dict[Table, list[Row]] = {TRIP_RECONCILIATION: [], HISTORY: [], BAD_DEBTS: [], ALERTS: []}
-        results: dict[str, TripResult] = {}
-        opened = closed = 0
-        for facts in self._facts.facts(ids):
-            result = reconcile_trip(facts, settings, now)
-            if result is None:
-                continue
-            old = current.get(result.shopping_trip_id)
-            if old is not None:
-                result = replace(result, first_seen_at=old.first_seen_at)
-            results[result.shopping_trip_id] = result
-            if old is None or not result.same_outcome(old):
-                batch[TRIP_RECONCILIATION].append(trip_row(result, now))
-                if old is None or old.state != result.state:
-                    cause = result.reason if old is None else f"{old.reason} → {result.reason}"
-                    from_state = None if old is None else old.state
-                    batch[HISTORY].append(history_row(result.shopping_trip_id, from_state, result.state, cause, now))
-            debt = decide_debt(result, debts.get(result.shopping_trip_id), now)
-            if debt is not None:
-                opened, closed = self._tell_ledger(debt, debts.get(result.shopping_trip_id), opened, closed, now)
-                batch[BAD_DEBTS].append(debt_row(debt, now))
-            for alert in decline_alerts(facts.payments):
-                if alert.alert_id not in known_alerts:
-                    known_alerts.add(alert.alert_id)
-                    batch[ALERTS].append(alert_row(alert))
-
-        changed_days = sorted({r.business_date for r in results.values()})
-        batch[DAILY_SETTLEMENT] = [settlement_row(s, now) for s in self._settlements(changed_days, results)]
-        batch_id = self._write(batch)
-        states: dict[str, int] = {}
-        for r in results.values():
-            states[r.state] = states.get(r.state, 0) + 1
+        with self._facts.workspace(day=day, since=since) as workspace:
+            self._state.attach(workspace.con)
+            settings = replace(
+                self._settings, check_reports=self._settings.check_reports and workspace.reports_available
+            )
+            outcome = table_rules.run(workspace.con, settings, now)
+        debts = outcome.debts
+        for debt in table_rules.debts_of(debts.opened):
+            self._ledger.open(debt)
+        for debt in table_rules.debts_of(debts.closed):
+            self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
+        batch: dict[Table, pa.Table] = {
+            TRIP_RECONCILIATION: outcome.trip_rows,
+            HISTORY: outcome.history_rows,
+            BAD_DEBTS: _with(debts.rows, "updated_at", now),
+            ALERTS: outcome.alerts,
+            DAILY_SETTLEMENT: settlement_rows(outcome.settlements, now),
+        }
+        batch_id = self._write({table: ArrowRows(rows) for table, rows in batch.items()}, outcome.digest)
         return RunReport(
-            trips=len(results),
-            changed=len(batch[TRIP_RECONCILIATION]),
-            transitions=len(batch[HISTORY]),
-            debts_opened=opened,
-            debts_closed=closed,
-            alerts=len(batch[ALERTS]),
-            settlements=len(batch[DAILY_SETTLEMENT]),
+            trips=outcome.trips,
+            changed=outcome.trip_rows.num_rows,
+            transitions=outcome.history_rows.num_rows,
+            debts_opened=debts.opened.num_rows,
+            debts_closed=debts.closed.num_rows,
+            alerts=outcome.alerts.num_rows,
+            settlements=outcome.settlements.num_rows,
             batch_id=batch_id,
-            states=dict(sorted(states.items())),
+            states=outcome.states,
         )
 
     def close_debt(
@@ -139,33 +118,30 @@ class ReconcileJob:
         self._write({BAD_DEBTS: [debt_row(new, now)]})
         return new
 
-    def _tell_ledger(self, debt: Debt, old: Debt | None, opened: int, closed: int, now: datetime) -> tuple[int, int]:
-        if old is None and debt.status == "OPEN":
-            self._ledger.open(debt)
-            return opened + 1, closed
-        if old is not None and old.status == "OPEN" and debt.status != "OPEN":
-            self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
-            return opened, closed + 1
-        return opened, closed
-
-    def _settlements(self, days: Sequence[date], results: Mapping[str, TripResult]) -> list[Settlement]:
-        if not days:
-            return []
-        trips = {t.shopping_trip_id: t for t in self._state.trips_on(days)}
-        trips.update(results)
-        current = self._state.settlements(days)
-        refunded = self._state.refunded(days)
-        return [s for s in settle(list(trips.values()), refunded) if current.get((s.business_date, s.store_id)) != s]
-
-    def _write(self, batch: Mapping[Table, Sequence[Row]]) -> str | None:
+    def _write(self, batch: Mapping[Table, Sequence[Mapping[str, object]]], hashed: str = "") -> str | None:
+        """Publish the non-empty tables of `batch` under an id hashed from their rows; `hashed` stands for the trip
+        and history rows, whose hash `table_rules.run` computed (those two are not hashed again)."""
         batch = {table: rows for table, rows in batch.items() if rows}
         if not batch:
             return None
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(hashed.encode())
         for table in sorted(batch, key=lambda t: t.name):
             digest.update(table.name.encode())
+            if hashed and table in (TRIP_RECONCILIATION, HISTORY):
+                continue
             for row in batch[table]:
                 digest.update(repr(sorted(row.items(), key=lambda kv: kv[0])).encode())
         batch_id = f"reconcile-{digest.hexdigest()[:32]}"
         self._sink.write_tables(batch, batch_id)
         return batch_id
+
+
+def _with(table: pa.Table, name: str, value: datetime) -> pa.Table:
+    return table.append_column(name, pa.array([value] * table.num_rows, pa.timestamp("us", tz="UTC")))
+
+
+def settlement_rows(settlements: pa.Table, computed_at: datetime) -> pa.Table:
+    """`daily_settlement` rows: the settlements with their day's midnight and the time they were computed."""
+    days = pc.cast(settlements.column("business_date"), pa.timestamp("us", tz="UTC"))
+    rows = settlements.append_column("day_start", days)
+    return _with(rows, "computed_at", computed_at).cast(DAILY_SETTLEMENT.arrow_schema())

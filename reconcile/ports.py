@@ -8,44 +8,50 @@ Each has a real adapter wired in `jwo/` and an in-memory fake in `reconcile/fake
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from typing import Literal, Protocol
+
+import duckdb
 
 from contracts.tables import Table
 from reconcile.payments import PaymentReply, PaymentRequest, QueuedRequest, Refund, RefundableTrip
-from reconcile.rules import Alert, Debt, Settlement, TripFacts, TripResult
+from reconcile.rules import Alert, Debt
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """An in-memory DuckDB connection that holds a run's inputs (`table_rules.INPUTS`), and what else the run
+    needs to know."""
+
+    con: duckdb.DuckDBPyConnection
+    reports_available: bool
+    """Whether any Intra-Day report line was ever loaded (if none, reports are not checked)."""
 
 
 class FactsSource(Protocol):
     """Facts about trips: purchases, payment events, cancel requests and Intra-Day report lines."""
 
-    def touched_trips(self, *, day: date | None = None, since: datetime | None = None) -> list[str]:
-        """Trips with a fact on the UTC day `day` (purchase end time, or event time for payments without a
-        purchase), or with a fact that arrived at or after `since`; plus every trip currently pending (its
-        deadline may have passed). Neither given: every trip."""
-        ...
-
-    def facts(self, trip_ids: Sequence[str]) -> list[TripFacts]: ...
-
-    def reports_available(self) -> bool:
-        """Whether any Intra-Day report line was ever loaded (if none, reports are not checked)."""
+    def workspace(self, *, day: date | None = None, since: datetime | None = None) -> AbstractContextManager[Workspace]:
+        """A connection holding `scope` (one column, shopping_trip_id) and the facts of those trips (`purchased`,
+        `payments`, `reported`, `cancelled`, as `table_rules` describes them). In scope: the trips with a fact on
+        the UTC day `day` (purchase end time, or event time for payments without a purchase, or a reconciliation
+        row of that business day), or with a fact that arrived at or after `since`, plus every trip currently
+        pending (its deadline may have passed); neither given: every trip. Closed when the run ends."""
         ...
 
 
 class StateSource(Protocol):
     """Reconciliation's own current rows, as the views show them (newest version per key)."""
 
-    def current_trips(self, trip_ids: Sequence[str]) -> dict[str, TripResult]: ...
-    def trips_on(self, days: Sequence[date]) -> list[TripResult]: ...
-    def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
-        """Keyed by shopping trip id; every debt when `trip_ids` is None."""
+    def attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Add to `con` (a workspace) the current rows the run compares with: `current_trips`, `current_debts`,
+        `known_alerts`, `current_settlements` and `refunded`, as `table_rules.INPUTS` describes them."""
         ...
 
-    def alert_ids(self, trip_ids: Sequence[str]) -> set[str]: ...
-    def settlements(self, days: Sequence[date]) -> dict[tuple[date, str], Settlement]: ...
-    def refunded(self, days: Sequence[date]) -> dict[tuple[date, str], Decimal]:
-        """Σ of REFUNDED refunds per (the trip's business day, store) on these days (`daily_settlement.refunded`)."""
+    def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
+        """Keyed by shopping trip id; every debt when `trip_ids` is None."""
         ...
 
 

@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from reconcile.rules import Alert, Debt, DebtStatus, Settlement, State, TripResult
+from reconcile.rules import Alert, Debt, DebtStatus, State, TripResult
 
 Row = dict[str, object]
-
-
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
-
-
-def trip_row(trip: TripResult, updated_at: datetime) -> Row:
-    return {
-        "shopping_trip_id": trip.shopping_trip_id,
-        "store_id": trip.store_id,
-        "state": trip.state,
-        "purchase_total": trip.purchase_total,
-        "authorized": trip.authorized,
-        "captured": trip.captured,
-        "declined": trip.declined,
-        "reported": trip.reported,
-        "outstanding": trip.outstanding,
-        "pending_amount": trip.pending_amount,
-        "currency": trip.currency,
-        "entry_method": trip.entry_method,
-        "shopper_id": trip.shopper_id,
-        "reason": trip.reason,
-        "business_date": _day_start(trip.business_date),
-        "subtotal": trip.subtotal,
-        "promotions": trip.promotions,
-        "tax": trip.tax,
-        "first_seen_at": trip.first_seen_at,
-        "updated_at": updated_at,
-    }
 
 
 def _money(value: object) -> Decimal:
@@ -73,16 +44,6 @@ def trip_from_row(row: Mapping[str, Any]) -> TripResult:
         tax=_money(row["tax"]),
         first_seen_at=row["first_seen_at"],
     )
-
-
-def history_row(trip_id: str, from_state: str | None, to_state: str, cause: str, at: datetime) -> Row:
-    return {
-        "shopping_trip_id": trip_id,
-        "from_state": from_state,
-        "to_state": to_state,
-        "cause": cause,
-        "changed_at": at,
-    }
 
 
 def debt_row(debt: Debt, updated_at: datetime) -> Row:
@@ -126,46 +87,3 @@ def alert_row(alert: Alert) -> Row:
         "message": alert.message,
         "created_at": alert.created_at,
     }
-
-
-def settlement_row(s: Settlement, computed_at: datetime) -> Row:
-    return {
-        "business_date": s.business_date,
-        "store_id": s.store_id,
-        "trips": s.trips,
-        "gross": s.gross,
-        "promotions": s.promotions,
-        "tax": s.tax,
-        "net_sales": s.net_sales,
-        "authorized": s.authorized,
-        "captured": s.captured,
-        "declined": s.declined,
-        "refunded": s.refunded,
-        "outstanding": s.outstanding,
-        "matched_share": s.matched_share,
-        "exceptions": s.exceptions,
-        "exception_trips": ",".join(s.exception_trips),
-        "day_start": s.day_start,
-        "computed_at": computed_at,
-    }
-
-
-def settlement_from_row(row: Mapping[str, Any]) -> Settlement:
-    trips_text = cast(str, row["exception_trips"] or "")
-    return Settlement(
-        business_date=row["business_date"],
-        store_id=row["store_id"],
-        trips=int(row["trips"]),
-        gross=_money(row["gross"]),
-        promotions=_money(row["promotions"]),
-        tax=_money(row["tax"]),
-        net_sales=_money(row["net_sales"]),
-        authorized=_money(row["authorized"]),
-        captured=_money(row["captured"]),
-        declined=_money(row["declined"]),
-        refunded=_money(row["refunded"]),
-        outstanding=_money(row["outstanding"]),
-        matched_share=cast(Decimal, row["matched_share"]),
-        exceptions=int(row["exceptions"]),
-        exception_trips=tuple(t for t in trips_text.split(",") if t),
-    )

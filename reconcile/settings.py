@@ -66,6 +66,9 @@ class ReconcileSettings(BaseModel):
         default=True, description="expect Intra-Day reports (checked only when the lake holds any report line)"
     )
     interval_seconds: float = Field(default=60.0, gt=0, description="incremental run period inside `jwo up`")
+    memory_limit_mb: int = Field(
+        default=1024, ge=64, description="DuckDB memory of a run; beyond it, it spills to a temp folder"
+    )
     alerts: AlertSettings = Field(default_factory=AlertSettings)
 
     def rules(self) -> RuleSettings:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from contracts.tables import TABLES
-from jwo.reconcile_facts import build_job, score, settlement_report
+from jwo.reconcile_facts import LakeFacts, build_job, score, settlement_report
 from reconcile.settings import ReconcileSettings
 from simulator.settlement import SettlementDayConfig, build_settlement_day
 from warehouse.lake import LakeWriter
@@ -73,3 +73,39 @@ def test_the_job_reconciles_a_day_in_the_lake_and_a_rerun_changes_nothing(tmp_pa
         assert Decimal(str(first.trips)) == len(key.trips)
     finally:
         store.close()
+
+
+def test_the_workspace_reads_exactly_what_the_views_hold_however_often_a_key_was_written(tmp_path: Path) -> None:
+    """LakeFacts de-duplicates only keys written more than once, through the view: the same rows as the views."""
+    day = build_settlement_day(SettlementDayConfig(per_anomaly=2))
+    assert day.key is not None
+    lake = tmp_path / "lake"
+    writer = LakeWriter(lake)
+    writer.write_tables({TABLES[name]: rows for name, rows in day.tables().items()}, "facts-1")
+    # A redelivery, a payment event rewritten with other values under its id, and newer report line versions.
+    writer.write_tables({TABLES["payment_events"]: day.payment_events[:7]}, "facts-redelivered")
+    changed = [{**r, "amount": Decimal("0.01"), "store_id": "S0"} for r in day.payment_events[7:12]]
+    writer.write_tables({TABLES["payment_events"]: changed}, "facts-changed")
+    newer = [
+        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
+        for r in day.intraday_order_lines[:6]
+    ]
+    writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")
+    source = LakeFacts(lake)
+    with source.workspace() as workspace:
+        source.attach(workspace.con)
+        got = {
+            name: sorted(map(str, workspace.con.sql(f"select * from {name}").fetchall()))
+            for name in ("purchased", "payments", "reported")
+        }
+    views = {
+        "purchased": "select shopping_trip_id, store_id, entry_method, shopper_id, currency, subtotal, promotions, "
+        "tax, total, line_count, end_time from purchases",
+        "payments": "select event_id, shopping_trip_id, store_id, sub_type, amount, currency, event_time "
+        "from payment_events",
+        "reported": "select shopping_trip_id, sum(line_total), max(last_updated) from intraday_order_lines "
+        "group by shopping_trip_id",
+    }
+    for name, sql in views.items():
+        assert got[name] == sorted(map(str, run_query(lake, sql).rows)), name
+    assert any("0.0100" in row for row in got["payments"])  # the rewritten events are in (the view picked them)

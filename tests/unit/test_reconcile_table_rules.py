@@ -1,0 +1,210 @@
+"""The table rules (`reconcile.table_rules`, what the job runs) equal the reference rules (`reconcile.rules`, one trip
+at a time) on random facts: the same state, every amount and the same reason text for each trip, the same debts, the
+same decline alerts and the same daily settlement.
+
+Money facts are generated as the warehouse holds them (DECIMAL(18,4), so `Decimal('12.3400')`): the reason texts
+quote amounts as `str(Decimal)` does, which shows the scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconcile import table_rules
+from reconcile.rules import (
+    AUTH_APPROVED,
+    AUTH_DECLINED,
+    CAPTURE_APPROVED,
+    CAPTURE_DECLINED,
+    Debt,
+    PaymentEvent,
+    Purchase,
+    RuleSettings,
+    TripFacts,
+    TripResult,
+    debt_id,
+    decide_debt,
+    decline_alerts,
+    reconcile_trip,
+    settle,
+)
+
+BASE = datetime(2025, 3, 14, 0, 0, tzinfo=UTC)
+FOUR = Decimal("0.0001")
+SUB_TYPES = (AUTH_APPROVED, AUTH_DECLINED, CAPTURE_APPROVED, CAPTURE_DECLINED)
+
+
+def money(cents: int) -> Decimal:
+    return (Decimal(cents) / 100).quantize(FOUR)
+
+
+cents = st.one_of(st.sampled_from([0, 1, 999, 1000, 1001, 1234, 5000]), st.integers(-500, 20_000))
+moments = st.builds(
+    lambda minutes, micro: BASE + timedelta(minutes=minutes, microseconds=micro),
+    st.integers(-600, 4 * 24 * 60),
+    st.sampled_from([0, 0, 0, 1, 500_000]),
+)
+
+
+@st.composite
+def trip_facts(draw: st.DrawFn, trip: str) -> TripFacts:
+    store = draw(st.sampled_from(["S1", "S2", "S3"]))
+    purchase = None
+    total = draw(cents)
+    if draw(st.booleans()) or draw(st.booleans()):
+        app = draw(st.booleans())
+        subtotal, promotions = draw(cents), draw(st.integers(0, 300))
+        purchase = Purchase(
+            shopping_trip_id=trip,
+            store_id=store,
+            entry_method="SCAN_CODE" if app else "FINANCIAL",
+            shopper_id=draw(st.sampled_from(["shopper-1", "shopper-2", None])),
+            currency="USD",
+            subtotal=money(subtotal),
+            promotions=money(promotions),
+            tax=money(total - subtotal + promotions),
+            total=money(total),
+            line_count=draw(st.sampled_from([0, 1, 3])),
+            end_time=draw(moments),
+        )
+    # Amounts near the sale: whole, short by a cent, partial, over; or anything.
+    near = st.sampled_from([total, total - 1, total + 1, total // 2, total * 2, 5000])
+    events = draw(
+        st.lists(
+            st.builds(
+                lambda n, sub_type, amount, at, currency: PaymentEvent(
+                    event_id=f"{trip}-e{n}",
+                    shopping_trip_id=trip,
+                    store_id=store,
+                    sub_type=sub_type,
+                    amount=money(amount),
+                    currency=currency,
+                    event_time=at,
+                ),
+                st.integers(0, 1000),
+                st.sampled_from(SUB_TYPES),
+                st.one_of(near, cents),
+                moments,
+                st.sampled_from(["USD", "USD", "EUR"]),
+            ),
+            max_size=5,
+            unique_by=lambda e: e.event_id,
+        )
+    )
+    duplicated = draw(st.lists(st.sampled_from(events), max_size=3)) if events else []
+    reported_cents = draw(st.one_of(st.none(), near, cents))
+    return TripFacts(
+        shopping_trip_id=trip,
+        purchase=purchase,
+        payments=tuple(draw(st.permutations([*events, *duplicated]))),
+        reported=None if reported_cents is None else money(reported_cents),
+        reported_at=None if reported_cents is None else draw(moments),
+        cancelled_at=draw(st.one_of(st.none(), moments)),
+    )
+
+
+@st.composite
+def runs(draw: st.DrawFn) -> tuple[list[TripFacts], RuleSettings, datetime]:
+    count = draw(st.integers(1, 12))
+    trips = [draw(trip_facts(f"T{i:02d}")) for i in range(count)]
+    rule_settings = RuleSettings(
+        amount_tolerance=draw(st.sampled_from([Decimal("0.00"), Decimal("0.01"), Decimal("0.005"), Decimal("1")])),
+        preauth_window=draw(st.sampled_from([timedelta(hours=24), timedelta(minutes=90)])),
+        report_grace=draw(st.sampled_from([timedelta(hours=2), timedelta(minutes=15)])),
+        check_reports=draw(st.booleans()),
+    )
+    # Now: anywhere, or exactly on (or a microsecond either side of) a trip's deadline.
+    ends = [t.purchase.end_time for t in trips if t.purchase is not None]
+    deadlines = [e + w for e in ends for w in (rule_settings.preauth_window, rule_settings.report_grace)]
+    exact = st.sampled_from(deadlines) if deadlines else moments
+    nudge = st.sampled_from([timedelta(0), timedelta(microseconds=1), -timedelta(microseconds=1)])
+    now = draw(st.one_of(moments, st.builds(lambda d, n: d + n, exact, nudge)))
+    return trips, rule_settings, now
+
+
+def reference(trips: list[TripFacts], rule_settings: RuleSettings, now: datetime) -> list[TripResult]:
+    results = [reconcile_trip(t, rule_settings, now) for t in trips]
+    return sorted((r for r in results if r is not None), key=lambda r: r.shopping_trip_id)
+
+
+def by_table(trips: list[TripFacts], rule_settings: RuleSettings, now: datetime) -> list[TripResult]:
+    table = table_rules.reconcile_trips(table_rules.facts_of(trips), rule_settings, now)
+    return sorted(table_rules.trip_results(table), key=lambda r: r.shopping_trip_id)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs())
+def test_the_table_rules_give_every_trip_the_reference_state_amounts_and_reason(
+    run: tuple[list[TripFacts], RuleSettings, datetime],
+) -> None:
+    trips, rule_settings, now = run
+    expected = reference(trips, rule_settings, now)
+    actual = by_table(trips, rule_settings, now)
+    assert [r.shopping_trip_id for r in actual] == [r.shopping_trip_id for r in expected]
+    for got, want in zip(actual, expected, strict=True):
+        assert got == want
+        assert got.reason == want.reason  # equal Decimals may print differently: the text is compared as text
+    assert table_rules.settlements_of(table_rules.settle(table_rules.results_table(actual))) == settle(expected)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs(), st.data())
+def test_the_table_rules_decide_the_reference_debts_and_alerts(
+    run: tuple[list[TripFacts], RuleSettings, datetime], data: st.DataObject
+) -> None:
+    trips, rule_settings, now = run
+    expected = reference(trips, rule_settings, now)
+    existing: dict[str, Debt] = {}
+    for result in expected:
+        status = data.draw(st.sampled_from([None, "OPEN", "OPEN", "SETTLED", "WRITTEN_OFF"]))
+        if status is not None:
+            existing[result.shopping_trip_id] = Debt(
+                debt_id=debt_id(result.shopping_trip_id),
+                shopping_trip_id=result.shopping_trip_id,
+                shopper_id=data.draw(st.sampled_from([None, "shopper-9"])),
+                store_id="S9",
+                amount=money(data.draw(st.sampled_from([0, 1234, 617]))),
+                currency="USD",
+                reason=data.draw(st.sampled_from(["declined capture", "partial capture", "expired pre-auth"])),
+                status=status,  # type: ignore[arg-type]
+                opened_at=BASE,
+                settled_at=None if status == "OPEN" else BASE + timedelta(hours=1),
+            )
+    later = now + timedelta(minutes=1)
+    decided = [decide_debt(r, existing.get(r.shopping_trip_id), later) for r in expected]
+    want = sorted((d for d in decided if d is not None), key=lambda d: d.shopping_trip_id)
+    changes = table_rules.decide_debts(
+        table_rules.results_table(expected), table_rules.table_of(list(existing.values()), table_rules.DEBT_SCHEMA),
+        later,
+    )  # fmt: skip
+    assert table_rules.debts_of(changes.rows) == want
+    assert {d.shopping_trip_id for d in table_rules.debts_of(changes.opened)} == {
+        d.shopping_trip_id for d in want if d.shopping_trip_id not in existing
+    }
+    assert {d.shopping_trip_id for d in table_rules.debts_of(changes.closed)} == {
+        d.shopping_trip_id for d in want if existing.get(d.shopping_trip_id) is not None and d.status != "OPEN"
+    }
+
+    payments = [p for t in trips for p in t.payments]
+    alerts = table_rules.alerts_of(table_rules.decline_alerts(table_rules.facts_of(trips).payments))
+    assert sorted(alerts, key=lambda a: a.alert_id) == sorted(decline_alerts(payments), key=lambda a: a.alert_id)
+
+
+def test_a_settlement_joins_the_refunds_of_its_day_and_store() -> None:
+    sold = Purchase("T1", "S1", "FINANCIAL", None, "USD", *(money(1234),) * 2, money(0), money(1234), 1, BASE)
+    result = reconcile_trip(TripFacts("T1", sold), RuleSettings(), BASE + timedelta(days=2))
+    assert result is not None
+    refunded = pa.table(
+        {"business_date": [date(2025, 3, 14), date(2025, 3, 14)], "store_id": ["S1", "S2"],
+         "refunded": [money(500), money(700)]},
+        schema=table_rules.REFUNDED_SCHEMA,
+    )  # fmt: skip
+    [day] = table_rules.settlements_of(table_rules.settle(table_rules.results_table([result]), refunded))
+    assert day == replace(settle([result], {(date(2025, 3, 14), "S1"): money(500)})[0])
+    assert day.refunded == money(500)
