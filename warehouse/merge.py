@@ -1,19 +1,37 @@
-"""Merge on write: one de-duplicated current-state file per day of a latest-wins table.
+"""Merge on write, LSM-style: a day of a latest-wins table kept as one large current file and one small recent file.
 
 A reader pays for every row of every file it reads, because the view keeps one row per key (`views.py`).
 When a table is written in batches that mostly restate rows already there (an Intra-Day report repeats each
-line in ~4 files), the writer calls `merge_partition` after publishing a batch: the day's current file
-(`part-current.parquet`) and the other files of that day become one new current file holding exactly the rows
-the view would show (newest per key by `Table.latest_by`, then the same tie-break on the other columns, nulls
-last), sorted by key, so a reader reads one file per day.
+line in ~4 files), the writer calls `merge_partition` after publishing a batch. A day's folder then holds:
 
-Crash safety is compaction's argument (`compact.py`): the new current file goes to a hidden temp file, is
-fsynced and renamed over the old one (one rename: there is never more than one current file), the folder is
-fsynced, and only then are the merged inputs removed. A crash before the rename leaves the old current file
-and the inputs; after it, the new current file and inputs whose rows it already holds. Either way the view,
-which still de-duplicates, shows the same rows, and the next merge takes whatever files are there. Merging is
-a pure function of the set of rows (the newest row per key under a total order), so the current file's bytes
-do not depend on how the merges were grouped, only on which rows were published.
+- `part-current.parquet`: one row per key (the newest by `Table.latest_by`, then the same tie-break on the
+  other columns as the view, nulls last), sorted by key;
+- `part-recent.parquet`, maybe: the same, over the rows published since the current file was last written;
+- briefly, the batch files just published (and whatever a crash left), which the next merge takes in.
+
+`merge_partition` folds the batch files into the recent file, which stays small, and folds the recent file into
+the current one only when it holds more than `fold_fraction` of the current file's rows (or when asked to, or
+when there is no current file yet). So a batch costs a rewrite of the recent file, and the current file is
+rewritten only after its size has grown by that fraction: the rewrite volume is bounded by a constant factor
+of the rows kept instead of growing with the square of the day. `merge_table` folds every day completely: a
+backfill ends with it, and so does `jwo replay intraday`.
+
+The view reads the current files as they are (they are unique per key) and decides again only the keys that
+the other files hold (`views.merged_select_sql`). Both files are the newest rows per key over some of the day's
+published rows, and "newest per key" does not depend on grouping or order: the recent file may be older or
+newer than the current file for a key, and the view and the next fold choose the same row. After a complete
+fold the current file holds the newest row per key over every row of the day, sorted by key and written in
+fixed row groups, so its bytes depend on the set of published rows only (not on arrival order or on when the
+folds happened).
+
+Crash safety is compaction's argument (`compact.py`): each output goes to a hidden temp file, is fsynced and
+renamed over the old one (one rename: there is never more than one current or recent file), the folder is
+fsynced, and only then are the merged inputs removed (and the folder fsynced again). A crash before the rename
+leaves the old files and the inputs; after it, the new file and inputs whose rows it already holds. Either way
+the view shows the same rows, and the next merge takes whatever files are there.
+
+A fold holds the current file's Arrow columns (not a copy of them) and writes the new one a row group at a
+time, so its memory is about one current file plus one row group.
 
 Merges of one partition are serialised by an exclusive `flock` on `.merge.lock` in its folder, which
 compaction takes too, so two threads or processes never merge the same day at once.
@@ -38,18 +56,27 @@ from warehouse.errors import LakeWriteError
 from warehouse.lake import COMPRESSION, fsync_dir
 
 CURRENT_NAME = "part-current.parquet"
-CURRENT_TEMP = f".{CURRENT_NAME}.tmp"
-"""Matches the lake's temp-file pattern, so the janitor removes one a crash left."""
+RECENT_NAME = "part-recent.parquet"
 LOCK_NAME = ".merge.lock"
+FOLD_FRACTION = 0.25
+"""The recent file is folded into the current one when it holds more rows than this share of it."""
+ROW_GROUP_ROWS = 131_072
+"""Rows per row group of the current and recent files: fixed, so the bytes depend on the rows only."""
+MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
+"""Tables whose days are kept merged on write (the views read their current files without re-sorting them)."""
 
 
 @dataclass(frozen=True)
 class Merge:
     directory: Path
     inputs: int
-    """Files merged into the current file besides the previous current file."""
+    """Batch files merged besides the current and recent files."""
     rows_in: int
+    """Rows read: the batch files', the recent file's, and the current file's when it was folded."""
     rows_out: int
+    """Rows of the file written (the recent file, or the current file when folded)."""
+    folded: bool
+    """Whether the current file was rewritten (the recent rows folded into it)."""
 
 
 @contextlib.contextmanager
@@ -63,34 +90,96 @@ def partition_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def merge_partition(table: Table, directory: Path) -> Merge | None:
-    """Merge the partition's files into its current file; None when there is nothing besides it."""
+def merge_partition(
+    table: Table,
+    directory: Path,
+    *,
+    fold: bool = False,
+    fold_fraction: float = FOLD_FRACTION,
+    cache: RecentCache | None = None,
+) -> Merge | None:
+    """Merge the partition's batch files into its recent file, and the recent file into the current one when it
+    has grown past `fold_fraction` of it (always with `fold`). None when there was nothing to merge.
+
+    `cache` keeps the recent file's rows in memory between merges (checked against the file on disk)."""
     if not directory.is_dir():
         return None
+    cache = RecentCache() if cache is None else cache
     with partition_lock(directory):
-        current = directory / CURRENT_NAME
-        inputs = sorted(p for p in directory.glob("*.parquet") if p.is_file() and p.name != CURRENT_NAME)
-        if not inputs:
+        current, recent = directory / CURRENT_NAME, directory / RECENT_NAME
+        inputs = sorted(
+            p for p in directory.glob("*.parquet") if p.is_file() and p.name not in (CURRENT_NAME, RECENT_NAME)
+        )
+        if not inputs and not (fold and recent.is_file()):
             return None
         schema = table.arrow_schema()
         try:
-            base = read_as(schema, current) if current.is_file() else schema.empty_table()
-            new = pa.concat_tables([read_as(schema, p) for p in inputs])
+            frames = [read_as(schema, p) for p in inputs]
+            batch = newest_per_key(table, pa.concat_tables(frames)) if frames else schema.empty_table()
+            held = cache.read(schema, recent)
+            base_rows = _rows_of(current) if current.is_file() else None
         except (OSError, pa.ArrowException) as exc:
             raise LakeWriteError(f"could not read {directory} to merge it: {exc}") from exc
-        merged = merge_rows(table, base, new)
-        publish(merged, directory)
-        for path in inputs:
+        rows_in = sum(_rows_of(p) for p in inputs) + (held.num_rows if held is not None else 0)
+        if held is None:
+            rows, order = batch, _identity(batch.num_rows)
+        else:
+            rows, order = merge_order(table, held, batch)
+        if fold or base_rows is None or len(order) > fold_fraction * base_rows:
+            rows_out = fold_into_current(table, directory, rows.take(order))
+            done = Merge(directory, len(inputs), rows_in + (base_rows or 0), rows_out, folded=True)
+            removed = [*inputs, recent]
+            cache.forget(recent)
+        else:
+            write_rows(rows, order, directory, RECENT_NAME)
+            cache.keep(recent, rows.take(order))
+            done = Merge(directory, len(inputs), rows_in, len(order), folded=False)
+            removed = inputs
+        for path in removed:
             path.unlink(missing_ok=True)
         fsync_dir(directory)
-        return Merge(directory, len(inputs), base.num_rows + new.num_rows, merged.num_rows)
+        return done
 
 
-def merge_table(root: Path, table: Table) -> list[Merge]:
-    """Merge every day of the table that has files besides its current one (e.g. left by a crash)."""
+class RecentCache:
+    """The recent files' rows as last written, so the next merge need not read them back. An entry is used only
+    while the file on disk is the one written (same inode, size and modification time)."""
+
+    def __init__(self) -> None:
+        self._held: dict[Path, tuple[tuple[int, int, int], pa.Table]] = {}
+
+    def read(self, schema: pa.Schema, path: Path) -> pa.Table | None:
+        """The file's rows (None when there is no such file)."""
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            self._held.pop(path, None)
+            return None
+        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        held = self._held.get(path)
+        if held is not None and held[0] == signature:
+            return held[1]
+        rows = read_as(schema, path)
+        self._held[path] = (signature, rows)
+        return rows
+
+    def keep(self, path: Path, rows: pa.Table) -> None:
+        stat = path.stat()
+        self._held[path] = ((stat.st_ino, stat.st_size, stat.st_mtime_ns), rows)
+
+    def forget(self, path: Path) -> None:
+        self._held.pop(path, None)
+
+
+def _identity(rows: int) -> pa.Array:
+    return pa.array(range(rows), pa.int64())
+
+
+def merge_table(root: Path, table: Table, *, fold: bool = True) -> list[Merge]:
+    """Merge every day of the table (by default folding each completely into its one current file)."""
     done = []
     for directory in sorted(p for p in (root / table.name).glob("date=*") if p.is_dir()):
-        result = merge_partition(table, directory)
+        result = merge_partition(table, directory, fold=fold)
         if result is not None:
             done.append(result)
     return done
@@ -108,30 +197,50 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def merge_rows(table: Table, base: pa.Table, new: pa.Table) -> pa.Table:
-    """The rows the view shows over `base` (one row per key already) and `new`, sorted by key.
+def _rows_of(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
 
-    Only the keys `new` touches are decided again: the base rows with other keys stay as they are. Sorted by
-    key (unique by then), the result depends on the rows only, never on their order in the inputs.
-    """
+
+def fold_into_current(table: Table, directory: Path, new: pa.Table) -> int:
+    """Publish the current file of `directory` merged with `new` (one row per key, sorted by key); returns its
+    rows. The current file's rows whose keys `new` does not hold are kept as they are; for the other keys the
+    newest of the two rows wins."""
+    current = directory / CURRENT_NAME
+    schema = table.arrow_schema()
+    if not current.is_file():
+        write_sorted(new, directory, CURRENT_NAME)
+        return int(new.num_rows)
+    try:
+        base = read_as(schema, current)
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeWriteError(f"could not read {current} to merge it: {exc}") from exc
+    merged, order = merge_order(table, base, new)
+    write_rows(merged, order, directory, CURRENT_NAME)
+    return len(order)
+
+
+def merge_order(table: Table, base: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Array]:
+    """(rows, order): `rows.take(order)` are the rows the view shows over `base` and `new` (each one row per
+    key), sorted by key. `rows` is `base` followed by the winners of the keys `new` holds, without copying
+    `base`; only the keys of `new` are decided again."""
     key = list(table.key)
     schema = table.arrow_schema()
-    if base.num_rows:
-        frame = _frame(base)
-        touched = _frame(new.select(key)).unique()
-        kept = frame.join(touched, on=key, how="anti", nulls_equal=True)
-        contested = pa.concat_tables(
-            [frame.join(touched, on=key, how="semi", nulls_equal=True).to_arrow().cast(schema), new]
-        )
-    else:
-        kept, contested = _frame(base), new
-    rows = pl.concat([kept, _frame(newest_per_key(table, contested))]).sort(key, nulls_last=True, maintain_order=True)
-    return rows.to_arrow().cast(schema)
+    base_keys = _frame(base.select(key)).with_row_index("_row")
+    new_keys = _frame(new.select(key)).unique()
+    contested = base_keys.join(new_keys, on=key, how="semi", nulls_equal=True).get_column("_row")
+    kept = base_keys.join(new_keys, on=key, how="anti", nulls_equal=True).get_column("_row")
+    winners = newest_per_key(table, pa.concat_tables([new, base.take(contested.to_arrow())]).cast(schema))
+    rows = pa.concat_tables([base, winners])
+    source = pl.concat([kept.cast(pl.Int64), pl.int_range(base.num_rows, rows.num_rows, dtype=pl.Int64, eager=True)])
+    keys = pa.concat_tables([base.select(key).take(kept.to_arrow()), winners.select(key)])
+    by_key = pc.sort_indices(keys, sort_keys=[(k, "ascending", "at_end") for k in key])
+    order = source.to_arrow().take(by_key)
+    return rows, order
 
 
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
     """One row per key, chosen as the views choose it (`views._first_per_key`): largest `latest_by` values first,
-    then smallest other columns in schema order, nulls last throughout."""
+    then smallest other columns in schema order, nulls last throughout; sorted by key."""
     if rows.num_rows == 0:
         return rows
     key = list(table.key)
@@ -150,13 +259,23 @@ def _frame(rows: pa.Table) -> pl.DataFrame:
     return frame
 
 
-def publish(rows: pa.Table, directory: Path) -> Path:
-    """Write the current file atomically: temp file, fsync, rename over the old one, fsync the folder."""
-    final = directory / CURRENT_NAME
-    temp = directory / CURRENT_TEMP
+def write_sorted(rows: pa.Table, directory: Path, name: str) -> Path:
+    """Publish rows already in their final order as `name` (see `write_rows`)."""
+    return write_rows(rows, _identity(rows.num_rows), directory, name)
+
+
+def write_rows(rows: pa.Table, order: pa.Array, directory: Path, name: str) -> Path:
+    """Publish `rows.take(order)` as `directory/name` atomically: a hidden temp file written one row group of
+    `ROW_GROUP_ROWS` at a time (each made contiguous, so the bytes depend on the values only), fsynced,
+    renamed over the old file; the folder fsynced."""
+    final = directory / name
+    temp = directory / f".{name}.tmp"  # the lake's temp-file pattern: the janitor removes one a crash left
     try:
         with open(temp, "wb") as out:
-            pq.write_table(rows, out, compression=COMPRESSION)
+            with pq.ParquetWriter(out, rows.schema, compression=COMPRESSION) as writer:
+                for start in range(0, len(order), ROW_GROUP_ROWS):
+                    group = rows.take(order.slice(start, ROW_GROUP_ROWS)).combine_chunks()
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, final)

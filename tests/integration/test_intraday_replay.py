@@ -1,4 +1,7 @@
-"""`jwo replay intraday`: a day's files re-applied from the landing zone give the same Parquet files, byte for byte."""
+"""`jwo replay intraday`: a day's files re-applied from the landing zone give the same Parquet files, byte for byte.
+
+The original lake is ingested out of publication order, merged after every file (so its recent and current files
+were written at other moments than the replay's); compared once both are folded into one current file per day."""
 
 from __future__ import annotations
 
@@ -8,13 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from contracts.tables import INTRADAY_ORDER_LINES
 from ingest.settings import IngestSettings
 from jwo.intraday import ReplayError, build_applier, ingest_sources, replay_day
 from jwo.runtime import LakeSink
 from simulator.intraday import IntradayConfig, build_day
 from tests.integration.test_intraday_ingest import table_digest, the_table
 from warehouse.lake import LakeWriter
-from warehouse.merge import CURRENT_NAME
+from warehouse.merge import CURRENT_NAME, RECENT_NAME, merge_table
+
+FOLD_FRACTION = 2.0  # the replay folds at the default share: other moments, same bytes once folded
 
 DAY = build_day(
     IntradayConfig(seed=29, files=8, orders_per_step=3, late_orders=3, malformed_rows=2, gzip_share=0.5, stores=2)
@@ -22,13 +28,15 @@ DAY = build_day(
 
 
 def ingest_day(folder: Path, lake: Path) -> None:
-    """The day as `jwo ingest intraday FOLDER` applies it: files named out of publication order, mtime = publication."""
+    """The day as the reports consumer applies it, each file merged on write: files named out of publication order,
+    mtime = publication. The recent file is folded only once it holds twice the current file's rows, so the day
+    ends with both."""
     folder.mkdir()
     for n, file in enumerate(DAY.files):
         path = folder / f"{(n * 5) % len(DAY.files):03d}-{Path(file.key).name}"  # arrival order != publication
         path.write_bytes(file.content)
         os.utime(path, (file.published_at.timestamp(), file.published_at.timestamp()))
-    applier = build_applier(IngestSettings(), lake, LakeSink(LakeWriter(lake), None))
+    applier = build_applier(IngestSettings(), lake, LakeSink(LakeWriter(lake), None), fold_fraction=FOLD_FRACTION)
     asyncio.run(ingest_sources(applier, [str(folder)], None))
 
 
@@ -39,6 +47,10 @@ def files_of(lake: Path, table: str) -> dict[str, bytes]:
 def test_a_replayed_day_is_the_same_files_byte_for_byte(tmp_path: Path) -> None:
     original, replayed = tmp_path / "a", tmp_path / "b"
     ingest_day(tmp_path / "files", original)
+    before = table_digest(the_table(original))
+    assert (original / "intraday_order_lines" / f"date={DAY.config.business_date}" / RECENT_NAME).is_file()
+    assert merge_table(original, INTRADAY_ORDER_LINES)  # the folded state, as a backfill leaves it
+    assert table_digest(the_table(original)) == before
 
     stats = replay_day(original, DAY.config.business_date, replayed)
 
