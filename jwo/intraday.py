@@ -5,14 +5,13 @@ The ledger of applied files is the `intraday_files` table in the lake; a `Report
 holds (read through `warehouse.query.run_query`, never the writer's DuckDB file).
 
 `intraday_order_lines` is merged on write (`MergingSink`, `warehouse.merge`): after a file's lines are published,
-each day they touch is merged into that day's small recent file (folded into the day's current file once it has
-grown past a share of it), then the ledger row is written. A reader reads two files per day instead of every
-file of the day, and a file costs a rewrite of the recent file, not of the whole day.
+they are merged into the de-duplicated segment file of each UTC hour (of `order_time`) they touch, then the
+ledger row is written. A reader reads one file per hour of orders with (almost) every key once, and a file
+costs a rewrite of the hours it covers (about two), not of the whole day.
 
 `replay_day` re-applies the files the ledger says were published on a UTC day, from their raw bytes in
-`lake/_landing/`, into another lake, with the clock set to each file's recorded `applied_at`, and folds each day
-into its current file: the replayed tables are the same files with the same bytes as the original lake's once
-it is folded too (`merge_table`, which a backfill and the ingester's start run).
+`lake/_landing/`, into another lake, with the clock set to each file's recorded `applied_at`: the replayed
+tables are the same files with the same bytes.
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from ingest.reports import LEDGER_TABLE, LINES_TABLE, IntradayStats, ReportAppli
 from ingest.settings import IngestSettings, IntradaySettings
 from jwo.aws_resources import receive_config
 from warehouse.lake import LakeWriter, group_by_day, partition_dir
-from warehouse.merge import FOLD_FRACTION, RecentCache, merge_partition, merge_table
+from warehouse.merge import merge_partition, merge_table
 from warehouse.query import run_query
 
 log = logging.getLogger("jwo.intraday")
@@ -59,33 +58,26 @@ def applied_files(lake_dir: Path) -> set[FileId]:
 
 
 class MergingSink:
-    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged: one current file per day.
+    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged: one segment file per hour.
 
     A report file's batch is published in three steps: its lines and quarantined rows, then each day its lines
-    touch is merged into its recent file, folded into the current file when due
-    (`warehouse.merge.merge_partition`), then its ledger row. A crash before the ledger row leaves the file
-    unapplied (it is applied again, rewriting the same files; merging is idempotent); a crash after it leaves at
-    most files the view still de-duplicates, merged by the next write or start.
+    touch is merged into that day's hourly segments (`warehouse.merge.merge_partition`), then its ledger row.
+    A crash before the ledger row leaves the file unapplied (it is applied again, rewriting the same files;
+    merging is idempotent); a crash after it leaves at most files the view still de-duplicates, merged by the
+    next write or start.
     """
 
-    def __init__(
-        self, sink: TableSink, lake_dir: Path, *, merge_each_file: bool = True, fold_fraction: float = FOLD_FRACTION
-    ) -> None:
+    def __init__(self, sink: TableSink, lake_dir: Path, *, merge_each_file: bool = True) -> None:
         self._sink = sink
         self._lake_dir = lake_dir
         self._merge_each_file = merge_each_file
-        self._fold_fraction = fold_fraction
-        self._recent = RecentCache()
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         ledger = rows.get(LEDGER_TABLE)
         self._sink.write({name: batch for name, batch in rows.items() if name != LEDGER_TABLE}, batch_id)
         if self._merge_each_file:
             for day in line_days(rows.get(LINES_TABLE, ())):
-                directory = partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day)
-                merge_partition(
-                    INTRADAY_ORDER_LINES, directory, fold_fraction=self._fold_fraction, cache=self._recent
-                )
+                merge_partition(INTRADAY_ORDER_LINES, partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day))
         if ledger:
             self._sink.write({LEDGER_TABLE: ledger}, batch_id)
 
@@ -99,22 +91,16 @@ def line_days(lines: Sequence[Mapping[str, object]]) -> list[date]:
 
 
 def build_applier(
-    ingest: IngestSettings,
-    lake_dir: Path,
-    sink: TableSink,
-    *,
-    merge_each_file: bool = True,
-    fold_fraction: float = FOLD_FRACTION,
+    ingest: IngestSettings, lake_dir: Path, sink: TableSink, *, merge_each_file: bool = True
 ) -> ReportApplier:
-    """The applier over the lake's ledger, with lines merged on write; every day folded into its current file
-    first (which also takes in what a crash left).
+    """The applier over the lake's ledger, with lines merged on write; days a crash left unmerged merged first.
 
     A backfill of many files passes `merge_each_file=False` and calls `merge_table` once at the end: until
     then the view still de-duplicates the day's files, and a crash is merged by the next start."""
     landing = LandingDir(lake_dir / LANDING_DIR) if ingest.intraday.keep_raw_files else None
     merge_table(lake_dir, INTRADAY_ORDER_LINES)
     return ReportApplier(
-        MergingSink(sink, lake_dir, merge_each_file=merge_each_file, fold_fraction=fold_fraction),
+        MergingSink(sink, lake_dir, merge_each_file=merge_each_file),
         utc_now,
         columns=ingest.intraday.columns,
         applied=applied_files(lake_dir),
@@ -265,9 +251,8 @@ def replay_day(
     """Re-apply the files published on the UTC `day` (per the ledger) from `lake_dir/_landing` into the lake `into`.
 
     Each file is applied as it was first applied: same (bucket, key, ETag), publication time and `applied_at`,
-    in publication order, merged on write, then each day is folded into its current file. Into a fresh lake this
-    gives the original `intraday_order_lines` (folded: `merge_table`), `quarantine` and `intraday_files` files
-    byte for byte when the original lake holds that day only (a later
+    in publication order, merged on write. Into a fresh lake this gives the original `intraday_order_lines`,
+    `quarantine` and `intraday_files` files byte for byte when the original lake holds that day only (a later
     day's late rows land in the same partitions); replaying every day in turn into one lake gives the whole
     lake. Files already in `into`'s ledger are skipped, so an interrupted replay can be run again.
     Raises ReplayError when a raw file is missing or altered, or `into` is `lake_dir`.
@@ -298,6 +283,5 @@ def replay_day(
         clock.at = applied_at
         applier.apply_bytes(file, content, published_at)
         progress(done, len(sources))
-    merge_table(into, INTRADAY_ORDER_LINES)  # the compacted state: its bytes depend on the rows only
     log.info("intraday day replayed", extra={"day": day.isoformat(), "files": len(sources), "into": str(into)})
     return applier.stats

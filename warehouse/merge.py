@@ -1,37 +1,26 @@
-"""Merge on write, LSM-style: a day of a latest-wins table kept as one large current file and one small recent file.
+"""Merge on write: a day of a latest-wins table kept as one de-duplicated segment file per hour of its rows.
 
 A reader pays for every row of every file it reads, because the view keeps one row per key (`views.py`).
 When a table is written in batches that mostly restate rows already there (an Intra-Day report repeats each
-line in ~4 files), the writer calls `merge_partition` after publishing a batch. A day's folder then holds:
+line in ~4 files, each file covering the preceding hour), the writer calls `merge_partition` after publishing a
+batch. A day's folder then holds one segment file per UTC hour of the partition column
+(`part-current-HH.parquet`): one row per key among the rows of that hour, the newest by `Table.latest_by`, then
+the same tie-break on the other columns as the view, nulls last; sorted by key.
 
-- `part-current.parquet`: one row per key (the newest by `Table.latest_by`, then the same tie-break on the
-  other columns as the view, nulls last), sorted by key;
-- `part-recent.parquet`, maybe: the same, over the rows published since the current file was last written;
-- briefly, the batch files just published (and whatever a crash left), which the next merge takes in.
+`merge_partition` splits the day's batch files by hour and merges each hour's rows into that hour's segment
+only. A report covers the preceding hour, so a file rewrites about two segments (about two hours of lines),
+not the whole day: the rewrite volume per file stays the same all day long, and so does the memory.
 
-`merge_partition` folds the batch files into the recent file, which stays small, and folds the recent file into
-the current one only when it holds more than `fold_fraction` of the current file's rows (or when asked to, or
-when there is no current file yet). So a batch costs a rewrite of the recent file, and the current file is
-rewritten only after its size has grown by that fraction: the rewrite volume is bounded by a constant factor
-of the rows kept instead of growing with the square of the day. `merge_table` folds every day completely: a
-backfill ends with it, and so does `jwo replay intraday`.
+Each segment is the newest row per key over every published row of its hour, sorted by key and written in
+fixed row groups, and "newest per key" does not depend on grouping or order: a segment's bytes depend on the
+set of published rows only, never on arrival order or on how the merges were grouped (so a replay gives the
+same files). A key whose partition time changed between versions sits in two segments; the view decides it.
 
-The view reads the current files as they are (they are unique per key) and decides again only the keys that
-the other files hold (`views.merged_select_sql`). Both files are the newest rows per key over some of the day's
-published rows, and "newest per key" does not depend on grouping or order: the recent file may be older or
-newer than the current file for a key, and the view and the next fold choose the same row. After a complete
-fold the current file holds the newest row per key over every row of the day, sorted by key and written in
-fixed row groups, so its bytes depend on the set of published rows only (not on arrival order or on when the
-folds happened).
-
-Crash safety is compaction's argument (`compact.py`): each output goes to a hidden temp file, is fsynced and
-renamed over the old one (one rename: there is never more than one current or recent file), the folder is
-fsynced, and only then are the merged inputs removed (and the folder fsynced again). A crash before the rename
-leaves the old files and the inputs; after it, the new file and inputs whose rows it already holds. Either way
-the view shows the same rows, and the next merge takes whatever files are there.
-
-A fold holds the current file's Arrow columns (not a copy of them) and writes the new one a row group at a
-time, so its memory is about one current file plus one row group.
+Crash safety is compaction's argument (`compact.py`): each segment goes to a hidden temp file, is fsynced and
+renamed over the old one, the folder is fsynced, and only when every hour of the batch is published are the
+batch files removed (and the folder fsynced again). A crash in between leaves batch files whose rows are
+already in some segments; the view, which still de-duplicates, shows the same rows, and the next merge takes
+them in again (merging a row twice changes nothing).
 
 Merges of one partition are serialised by an exclusive `flock` on `.merge.lock` in its folder, which
 compaction takes too, so two threads or processes never merge the same day at once.
@@ -55,28 +44,39 @@ from contracts.tables import Table
 from warehouse.errors import LakeWriteError
 from warehouse.lake import COMPRESSION, fsync_dir
 
-CURRENT_NAME = "part-current.parquet"
-RECENT_NAME = "part-recent.parquet"
+SEGMENT_PREFIX = "part-current-"
 LOCK_NAME = ".merge.lock"
-FOLD_FRACTION = 0.25
-"""The recent file is folded into the current one when it holds more rows than this share of it."""
 ROW_GROUP_ROWS = 131_072
-"""Rows per row group of the current and recent files: fixed, so the bytes depend on the rows only."""
+"""Rows per row group of a segment: fixed, so the bytes depend on the rows only."""
 MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
-"""Tables whose days are kept merged on write (the views read their current files without re-sorting them)."""
+"""Tables whose days are kept merged on write (their view ranks only keys held more than once)."""
+
+
+def segment_name(hour: int) -> str:
+    """The segment file of a UTC hour (0-23) of the partition column."""
+    return f"{SEGMENT_PREFIX}{hour:02d}.parquet"
+
+
+def is_segment(path: Path) -> bool:
+    return path.name.startswith(SEGMENT_PREFIX) and path.name.endswith(".parquet")
+
+
+def has_segments(directory: Path) -> bool:
+    """Whether the day is kept merged on write (compaction leaves it alone)."""
+    return any(is_segment(p) for p in directory.glob(f"{SEGMENT_PREFIX}*.parquet"))
 
 
 @dataclass(frozen=True)
 class Merge:
     directory: Path
     inputs: int
-    """Batch files merged besides the current and recent files."""
+    """Batch files merged."""
     rows_in: int
-    """Rows read: the batch files', the recent file's, and the current file's when it was folded."""
+    """Rows read: the batch files' and those of the segments they touched."""
     rows_out: int
-    """Rows of the file written (the recent file, or the current file when folded)."""
-    folded: bool
-    """Whether the current file was rewritten (the recent rows folded into it)."""
+    """Rows of the segments written."""
+    segments: int
+    """Segments written."""
 
 
 @contextlib.contextmanager
@@ -90,99 +90,57 @@ def partition_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def merge_partition(
-    table: Table,
-    directory: Path,
-    *,
-    fold: bool = False,
-    fold_fraction: float = FOLD_FRACTION,
-    cache: RecentCache | None = None,
-) -> Merge | None:
-    """Merge the partition's batch files into its recent file, and the recent file into the current one when it
-    has grown past `fold_fraction` of it (always with `fold`). None when there was nothing to merge.
-
-    `cache` keeps the recent file's rows in memory between merges (checked against the file on disk)."""
+def merge_partition(table: Table, directory: Path) -> Merge | None:
+    """Merge the partition's batch files into its hourly segments; None when there are no batch files."""
     if not directory.is_dir():
         return None
-    cache = RecentCache() if cache is None else cache
     with partition_lock(directory):
-        current, recent = directory / CURRENT_NAME, directory / RECENT_NAME
-        inputs = sorted(
-            p for p in directory.glob("*.parquet") if p.is_file() and p.name not in (CURRENT_NAME, RECENT_NAME)
-        )
-        if not inputs and not (fold and recent.is_file()):
+        inputs = sorted(p for p in directory.glob("*.parquet") if p.is_file() and not is_segment(p))
+        if not inputs:
             return None
         schema = table.arrow_schema()
         try:
-            frames = [read_as(schema, p) for p in inputs]
-            batch = newest_per_key(table, pa.concat_tables(frames)) if frames else schema.empty_table()
-            held = cache.read(schema, recent)
-            base_rows = _rows_of(current) if current.is_file() else None
+            batch = pa.concat_tables([read_as(schema, p) for p in inputs])
         except (OSError, pa.ArrowException) as exc:
             raise LakeWriteError(f"could not read {directory} to merge it: {exc}") from exc
-        rows_in = sum(_rows_of(p) for p in inputs) + (held.num_rows if held is not None else 0)
-        if held is None:
-            rows, order = batch, _identity(batch.num_rows)
-        else:
-            rows, order = merge_order(table, held, batch)
-        if fold or base_rows is None or len(order) > fold_fraction * base_rows:
-            rows_out = fold_into_current(table, directory, rows.take(order))
-            done = Merge(directory, len(inputs), rows_in + (base_rows or 0), rows_out, folded=True)
-            removed = [*inputs, recent]
-            cache.forget(recent)
-        else:
-            write_rows(rows, order, directory, RECENT_NAME)
-            cache.keep(recent, rows.take(order))
-            done = Merge(directory, len(inputs), rows_in, len(order), folded=False)
-            removed = inputs
-        for path in removed:
+        rows_in = rows_out = segments = 0
+        for hour, rows in split_by_hour(table, batch):
+            path = directory / segment_name(hour)
+            try:
+                base = read_as(schema, path) if path.is_file() else None
+            except (OSError, pa.ArrowException) as exc:
+                raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
+            new = newest_per_key(table, rows)
+            if base is None:
+                merged, order = new, pa.array(range(new.num_rows), pa.int64())
+            else:
+                merged, order = merge_order(table, base, new)
+            write_rows(merged, order, directory, path.name)
+            rows_in += rows.num_rows + (0 if base is None else base.num_rows)
+            rows_out += len(order)
+            segments += 1
+        for path in inputs:
             path.unlink(missing_ok=True)
         fsync_dir(directory)
-        return done
+        return Merge(directory, len(inputs), rows_in, rows_out, segments)
 
 
-class RecentCache:
-    """The recent files' rows as last written, so the next merge need not read them back. An entry is used only
-    while the file on disk is the one written (same inode, size and modification time)."""
-
-    def __init__(self) -> None:
-        self._held: dict[Path, tuple[tuple[int, int, int], pa.Table]] = {}
-
-    def read(self, schema: pa.Schema, path: Path) -> pa.Table | None:
-        """The file's rows (None when there is no such file)."""
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            self._held.pop(path, None)
-            return None
-        signature = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
-        held = self._held.get(path)
-        if held is not None and held[0] == signature:
-            return held[1]
-        rows = read_as(schema, path)
-        self._held[path] = (signature, rows)
-        return rows
-
-    def keep(self, path: Path, rows: pa.Table) -> None:
-        stat = path.stat()
-        self._held[path] = ((stat.st_ino, stat.st_size, stat.st_mtime_ns), rows)
-
-    def forget(self, path: Path) -> None:
-        self._held.pop(path, None)
-
-
-def _identity(rows: int) -> pa.Array:
-    return pa.array(range(rows), pa.int64())
-
-
-def merge_table(root: Path, table: Table, *, fold: bool = True) -> list[Merge]:
-    """Merge every day of the table (by default folding each completely into its one current file)."""
+def merge_table(root: Path, table: Table) -> list[Merge]:
+    """Merge every day of the table that has batch files (e.g. after a backfill, or left by a crash)."""
     done = []
     for directory in sorted(p for p in (root / table.name).glob("date=*") if p.is_dir()):
-        result = merge_partition(table, directory, fold=fold)
+        result = merge_partition(table, directory)
         if result is not None:
             done.append(result)
     return done
+
+
+def split_by_hour(table: Table, rows: pa.Table) -> list[tuple[int, pa.Table]]:
+    """The rows by UTC hour of the partition column (which the lake guarantees is set), oldest hour first."""
+    if rows.num_rows == 0:
+        return []
+    hours = pc.hour(rows.column(table.partition_by))  # the stamps are UTC
+    return [(hour, rows.filter(pc.equal(hours, hour))) for hour in sorted(pc.unique(hours).to_pylist())]
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
@@ -195,28 +153,6 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _rows_of(path: Path) -> int:
-    return int(pq.ParquetFile(path).metadata.num_rows)
-
-
-def fold_into_current(table: Table, directory: Path, new: pa.Table) -> int:
-    """Publish the current file of `directory` merged with `new` (one row per key, sorted by key); returns its
-    rows. The current file's rows whose keys `new` does not hold are kept as they are; for the other keys the
-    newest of the two rows wins."""
-    current = directory / CURRENT_NAME
-    schema = table.arrow_schema()
-    if not current.is_file():
-        write_sorted(new, directory, CURRENT_NAME)
-        return int(new.num_rows)
-    try:
-        base = read_as(schema, current)
-    except (OSError, pa.ArrowException) as exc:
-        raise LakeWriteError(f"could not read {current} to merge it: {exc}") from exc
-    merged, order = merge_order(table, base, new)
-    write_rows(merged, order, directory, CURRENT_NAME)
-    return len(order)
 
 
 def merge_order(table: Table, base: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Array]:
@@ -257,11 +193,6 @@ def _frame(rows: pa.Table) -> pl.DataFrame:
     frame = pl.from_arrow(rows)
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def write_sorted(rows: pa.Table, directory: Path, name: str) -> Path:
-    """Publish rows already in their final order as `name` (see `write_rows`)."""
-    return write_rows(rows, _identity(rows.num_rows), directory, name)
 
 
 def write_rows(rows: pa.Table, order: pa.Array, directory: Path, name: str) -> Path:

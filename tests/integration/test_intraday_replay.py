@@ -1,26 +1,21 @@
-"""`jwo replay intraday`: a day's files re-applied from the landing zone give the same Parquet files, byte for byte.
-
-The original lake is ingested out of publication order, merged after every file (so its recent and current files
-were written at other moments than the replay's); compared once both are folded into one current file per day."""
+"""`jwo replay intraday`: a day's files re-applied from the landing zone give the same Parquet files, byte for byte."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from contracts.tables import INTRADAY_ORDER_LINES
 from ingest.settings import IngestSettings
 from jwo.intraday import ReplayError, build_applier, ingest_sources, replay_day
 from jwo.runtime import LakeSink
 from simulator.intraday import IntradayConfig, build_day
 from tests.integration.test_intraday_ingest import table_digest, the_table
 from warehouse.lake import LakeWriter
-from warehouse.merge import CURRENT_NAME, RECENT_NAME, merge_table
-
-FOLD_FRACTION = 2.0  # the replay folds at the default share: other moments, same bytes once folded
+from warehouse.merge import is_segment
 
 DAY = build_day(
     IntradayConfig(seed=29, files=8, orders_per_step=3, late_orders=3, malformed_rows=2, gzip_share=0.5, stores=2)
@@ -28,15 +23,14 @@ DAY = build_day(
 
 
 def ingest_day(folder: Path, lake: Path) -> None:
-    """The day as the reports consumer applies it, each file merged on write: files named out of publication order,
-    mtime = publication. The recent file is folded only once it holds twice the current file's rows, so the day
-    ends with both."""
+    """The day as the reports consumer applies it, each file merged on write: files named out of publication order
+    (so merged in another order than the replay's), mtime = publication."""
     folder.mkdir()
     for n, file in enumerate(DAY.files):
         path = folder / f"{(n * 5) % len(DAY.files):03d}-{Path(file.key).name}"  # arrival order != publication
         path.write_bytes(file.content)
         os.utime(path, (file.published_at.timestamp(), file.published_at.timestamp()))
-    applier = build_applier(IngestSettings(), lake, LakeSink(LakeWriter(lake), None), fold_fraction=FOLD_FRACTION)
+    applier = build_applier(IngestSettings(), lake, LakeSink(LakeWriter(lake), None))
     asyncio.run(ingest_sources(applier, [str(folder)], None))
 
 
@@ -47,18 +41,16 @@ def files_of(lake: Path, table: str) -> dict[str, bytes]:
 def test_a_replayed_day_is_the_same_files_byte_for_byte(tmp_path: Path) -> None:
     original, replayed = tmp_path / "a", tmp_path / "b"
     ingest_day(tmp_path / "files", original)
-    before = table_digest(the_table(original))
-    assert (original / "intraday_order_lines" / f"date={DAY.config.business_date}" / RECENT_NAME).is_file()
-    assert merge_table(original, INTRADAY_ORDER_LINES)  # the folded state, as a backfill leaves it
-    assert table_digest(the_table(original)) == before
 
-    stats = replay_day(original, DAY.config.business_date, replayed)
+    day = DAY.config.business_date
+    stats = replay_day(original, day, replayed)
 
     assert stats.files_applied == len(DAY.files)
     assert stats.rows_quarantined == DAY.expected_quarantined
     lines = files_of(original, "intraday_order_lines")
-    assert len(lines) == 2  # the day and the late orders' previous day, one current file each
-    assert {Path(name).name for name in lines} == {CURRENT_NAME}
+    assert {Path(name).parent.name for name in lines} == {f"date={d}" for d in (day - timedelta(days=1), day)}
+    assert len(lines) > 2  # one segment per hour of orders (the late orders' previous day too)
+    assert all(is_segment(Path(name)) for name in lines)
     assert files_of(replayed, "intraday_order_lines") == lines
     for table in ("quarantine", "intraday_files"):
         assert files_of(replayed, table) == files_of(original, table)
