@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,39 +91,83 @@ def partition_lock(directory: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def merge_partition(table: Table, directory: Path) -> Merge | None:
-    """Merge the partition's batch files into its hourly segments; None when there are no batch files."""
+def merge_partition(
+    table: Table, directory: Path, rows: pa.Table | None = None, *, cache: SegmentCache | None = None
+) -> Merge | None:
+    """Merge the partition's batch files, and `rows` (the day's rows of a batch kept in memory, with exactly the
+    table's schema, not published as a file), into its hourly segments; None when there was nothing to merge.
+
+    `cache` keeps the segments last written in memory, so the next merge need not read them back."""
     if not directory.is_dir():
         return None
+    cache = SegmentCache(0) if cache is None else cache
     with partition_lock(directory):
         inputs = sorted(p for p in directory.glob("*.parquet") if p.is_file() and not is_segment(p))
-        if not inputs:
+        if not inputs and rows is None:
             return None
         schema = table.arrow_schema()
         try:
-            batch = pa.concat_tables([read_as(schema, p) for p in inputs])
+            batch = pa.concat_tables([read_as(schema, p) for p in inputs] + ([] if rows is None else [rows]))
         except (OSError, pa.ArrowException) as exc:
             raise LakeWriteError(f"could not read {directory} to merge it: {exc}") from exc
         rows_in = rows_out = segments = 0
         for hour, rows in split_by_hour(table, batch):
             path = directory / segment_name(hour)
             try:
-                base = read_as(schema, path) if path.is_file() else None
+                base = cache.read(schema, path)
             except (OSError, pa.ArrowException) as exc:
                 raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
             new = newest_per_key(table, rows)
             if base is None:
-                merged, order = new, pa.array(range(new.num_rows), pa.int64())
+                merged = new
             else:
-                merged, order = merge_order(table, base, new)
-            write_rows(merged, order, directory, path.name)
+                both, order = merge_order(table, base, new)
+                merged = both.take(order)
+            write_sorted(merged, directory, path.name)
+            cache.keep(path, merged)
             rows_in += rows.num_rows + (0 if base is None else base.num_rows)
-            rows_out += len(order)
+            rows_out += merged.num_rows
             segments += 1
         for path in inputs:
             path.unlink(missing_ok=True)
-        fsync_dir(directory)
+        if inputs:
+            fsync_dir(directory)
         return Merge(directory, len(inputs), rows_in, rows_out, segments)
+
+
+class SegmentCache:
+    """The last `size` segments written, in memory. An entry is used only while the file on disk is the one
+    written (same inode, size and modification time), so a file another process replaced is read again."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._held: OrderedDict[Path, tuple[tuple[int, int, int], pa.Table]] = OrderedDict()
+
+    def read(self, schema: pa.Schema, path: Path) -> pa.Table | None:
+        """The segment's rows; None when there is no such file."""
+        try:
+            signature = _signature(path)
+        except FileNotFoundError:
+            self._held.pop(path, None)
+            return None
+        held = self._held.get(path)
+        if held is not None and held[0] == signature:
+            self._held.move_to_end(path)
+            return held[1]
+        return read_as(schema, path)
+
+    def keep(self, path: Path, rows: pa.Table) -> None:
+        if self._size <= 0:
+            return
+        self._held[path] = (_signature(path), rows)
+        self._held.move_to_end(path)
+        while len(self._held) > self._size:
+            self._held.popitem(last=False)
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def merge_table(root: Path, table: Table) -> list[Merge]:
@@ -195,17 +240,17 @@ def _frame(rows: pa.Table) -> pl.DataFrame:
     return frame
 
 
-def write_rows(rows: pa.Table, order: pa.Array, directory: Path, name: str) -> Path:
-    """Publish `rows.take(order)` as `directory/name` atomically: a hidden temp file written one row group of
-    `ROW_GROUP_ROWS` at a time (each made contiguous, so the bytes depend on the values only), fsynced,
-    renamed over the old file; the folder fsynced."""
+def write_sorted(rows: pa.Table, directory: Path, name: str) -> Path:
+    """Publish `rows` as `directory/name` atomically: a hidden temp file written one row group of `ROW_GROUP_ROWS`
+    at a time (each made contiguous, so the bytes depend on the values only), fsynced, renamed over the old
+    file; the folder fsynced."""
     final = directory / name
     temp = directory / f".{name}.tmp"  # the lake's temp-file pattern: the janitor removes one a crash left
     try:
         with open(temp, "wb") as out:
             with pq.ParquetWriter(out, rows.schema, compression=COMPRESSION) as writer:
-                for start in range(0, len(order), ROW_GROUP_ROWS):
-                    group = rows.take(order.slice(start, ROW_GROUP_ROWS)).combine_chunks()
+                for start in range(0, rows.num_rows, ROW_GROUP_ROWS):
+                    group = rows.slice(start, ROW_GROUP_ROWS).combine_chunks()
                     writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
             out.flush()
             os.fsync(out.fileno())

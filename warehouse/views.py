@@ -6,10 +6,10 @@ rows share a key, a table with `latest_by` keeps the one with the largest values
 last); otherwise, or on a tie, the one that sorts first on the other non-key columns (in schema order, nulls
 last) wins: the choice depends on the rows only, never on file order. Columns that older files lack read as null.
 
-A table merged on write (`warehouse.merge.MERGED_ON_WRITE`) holds almost every key once (its files are one row
-per key per day, and a day's recent file shares only its last hour's keys with the current file). Its view
-(`merged_select_sql`) does not rank those rows: it takes a row whose key no other row has as it is, and ranks
-only the rows of keys held more than once. The rows are the same as the plain view's.
+A table merged on write (`warehouse.merge.MERGED_ON_WRITE`) holds almost every key once (one segment per hour
+of rows, one row per key each; only batch files not merged yet, or a key whose partition time changed, repeat
+a key). Its view (`merged_select_sql`) does not rank those rows: it takes a row whose key no other row has as
+it is, and ranks only the rows of keys held more than once. The rows are the same as the plain view's.
 """
 
 from __future__ import annotations
