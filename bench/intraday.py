@@ -86,10 +86,13 @@ def manifest(folder: Path) -> dict[str, object]:
     return data
 
 
-def day_files(folder: Path) -> list[tuple[str, bytes, datetime]]:
+def day_files(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
+    """The day's files in publication order, each read when it is its turn (as production receives them: the
+    whole day is never in memory at once, so the peak RSS is the ingester's)."""
     files = manifest(folder)["files"]
     assert isinstance(files, list)
-    return [(f["key"], Path(f["path"]).read_bytes(), datetime.fromisoformat(f["published_at"])) for f in files]
+    for f in files:
+        yield f["key"], Path(f["path"]).read_bytes(), datetime.fromisoformat(f["published_at"])
 
 
 # --------------------------------------------------------------------------- ours

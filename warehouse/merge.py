@@ -106,18 +106,14 @@ def merge_partition(
         if not inputs and rows is None:
             return None
         schema = table.arrow_schema()
-        try:
-            batch = pa.concat_tables([read_as(schema, p) for p in inputs] + ([] if rows is None else [rows]))
-        except (OSError, pa.ArrowException) as exc:
-            raise LakeWriteError(f"could not read {directory} to merge it: {exc}") from exc
         rows_in = rows_out = segments = 0
-        for hour, rows in split_by_hour(table, batch):
+        for hour, hour_rows in _by_hour(table, inputs, rows):
             path = directory / segment_name(hour)
             try:
                 base = cache.read(schema, path)
             except (OSError, pa.ArrowException) as exc:
                 raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
-            new = newest_per_key(table, rows)
+            new = newest_per_key(table, hour_rows)
             if base is None:
                 merged = new
             else:
@@ -125,7 +121,7 @@ def merge_partition(
                 merged = both.take(order)
             write_sorted(merged, directory, path.name)
             cache.keep(path, merged)
-            rows_in += rows.num_rows + (0 if base is None else base.num_rows)
+            rows_in += hour_rows.num_rows + (0 if base is None else base.num_rows)
             rows_out += merged.num_rows
             segments += 1
         for path in inputs:
@@ -180,12 +176,42 @@ def merge_table(root: Path, table: Table) -> list[Merge]:
     return done
 
 
+def _by_hour(table: Table, inputs: list[Path], rows: pa.Table | None) -> Iterator[tuple[int, pa.Table]]:
+    """The rows of the batch files and `rows`, an hour at a time, oldest first. Only the files holding rows of
+    the hour are read for it (their partition column says which), and a file is let go after its last hour,
+    so a backfill of a whole day of batch files is never in memory at once."""
+    schema = table.arrow_schema()
+    try:
+        hours_of = {p: set(_hours(table, pq.read_table(p, columns=[table.partition_by]))) for p in inputs}
+    except (OSError, pa.ArrowException) as exc:
+        raise LakeWriteError(f"could not read {inputs[0].parent} to merge it: {exc}") from exc
+    held = dict(split_by_hour(table, rows)) if rows is not None else {}
+    read: dict[Path, pa.Table] = {}
+    for hour in sorted(set(held).union(*hours_of.values())):
+        parts = [held.pop(hour)] if hour in held else []
+        for path in (p for p in inputs if hour in hours_of[p]):
+            try:
+                frame = read[path] if path in read else read.setdefault(path, read_as(schema, path))
+            except (OSError, pa.ArrowException) as exc:
+                raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
+            parts.append(frame.filter(pc.equal(_hour_array(table, frame), hour)))
+            if hour == max(hours_of[path]):
+                del read[path]
+        yield hour, pa.concat_tables(parts)
+
+
+def _hour_array(table: Table, rows: pa.Table) -> pa.ChunkedArray:
+    return pc.hour(rows.column(table.partition_by))  # the stamps are UTC
+
+
+def _hours(table: Table, rows: pa.Table) -> list[int]:
+    return [h for h in pc.unique(_hour_array(table, rows)).to_pylist() if h is not None]
+
+
 def split_by_hour(table: Table, rows: pa.Table) -> list[tuple[int, pa.Table]]:
     """The rows by UTC hour of the partition column (which the lake guarantees is set), oldest hour first."""
-    if rows.num_rows == 0:
-        return []
-    hours = pc.hour(rows.column(table.partition_by))  # the stamps are UTC
-    return [(hour, rows.filter(pc.equal(hours, hour))) for hour in sorted(pc.unique(hours).to_pylist())]
+    hours = _hour_array(table, rows)
+    return [(hour, rows.filter(pc.equal(hours, hour))) for hour in sorted(_hours(table, rows))]
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
