@@ -54,6 +54,13 @@ def say(*parts: object) -> None:
 
 
 def peak_rss_mb() -> int:
+    """This process's peak RSS: `VmHWM` (of this program only; `ru_maxrss` survives `exec`, so a child would
+    report the parent's peak from generating the day if that was higher)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
