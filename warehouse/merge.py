@@ -7,8 +7,8 @@ batch. A day's folder then holds one segment file per UTC hour of the partition 
 (`part-current-HH.parquet`): one row per key among the rows of that hour, the newest by `Table.latest_by`, then
 the same tie-break on the other columns as the view, nulls last; sorted by key.
 
-`merge_partition` splits the day's batch files by hour and merges each hour's rows into that hour's segment
-only. A report covers the preceding hour, so a file rewrites about two segments (about two hours of lines),
+`merge_partition` splits the day's batch files (and a batch's rows handed over in memory, never published as a
+batch file) by hour and merges each hour's rows into that hour's segment only. A report covers the preceding hour, so a file rewrites about two segments (about two hours of lines),
 not the whole day: the rewrite volume per file stays the same all day long, and so does the memory.
 
 Each segment is the newest row per key over every published row of its hour, sorted by key and written in
@@ -20,7 +20,8 @@ Crash safety is compaction's argument (`compact.py`): each segment goes to a hid
 renamed over the old one, the folder is fsynced, and only when every hour of the batch is published are the
 batch files removed (and the folder fsynced again). A crash in between leaves batch files whose rows are
 already in some segments; the view, which still de-duplicates, shows the same rows, and the next merge takes
-them in again (merging a row twice changes nothing).
+them in again (merging a row twice changes nothing). Rows handed over in memory belong to a report file whose
+ledger row is written only after the merge, so a crash mid-merge has the file applied again.
 
 Merges of one partition are serialised by an exclusive `flock` on `.merge.lock` in its folder, which
 compaction takes too, so two threads or processes never merge the same day at once.
