@@ -8,8 +8,9 @@ batch. A day's folder then holds one segment file per UTC hour of the partition 
 the same tie-break on the other columns as the view, nulls last; sorted by key.
 
 `merge_partition` splits the day's batch files (and a batch's rows handed over in memory, never published as a
-batch file) by hour and merges each hour's rows into that hour's segment only. A report covers the preceding hour, so a file rewrites about two segments (about two hours of lines),
-not the whole day: the rewrite volume per file stays the same all day long, and so does the memory.
+batch file) by hour and merges each hour's rows into that hour's segment only. A report covers the preceding
+hour, so a file rewrites about two segments (about two hours of lines), not the whole day: the rewrite volume
+per file stays the same all day long, and so does the memory.
 
 Each segment is the newest row per key over every published row of its hour, sorted by key and written in
 fixed row groups, and "newest per key" does not depend on grouping or order: a segment's bytes depend on the
