@@ -1,23 +1,28 @@
-"""Intra-Day report ingest throughput: ours against dlt's `merge`, on the same simulated day of 96 files.
+"""Intra-Day report ingest throughput: ours against dlt's `merge`, on the same simulated days of 96 files.
 
-Run: `.venv/bin/python bench/intraday.py [--rows 2300000]` (dlt comes from the `bench` extra:
-`.venv/bin/pip install -e '.[bench]'`). Prints one `name value` line per figure on stdout; progress on stderr.
+Run: `.venv/bin/python bench/intraday.py [--rows 2300000] [--sample-rows 200000]` (dlt comes from the `bench`
+extra: `.venv/bin/pip install -e '.[bench]'`). Prints one `name value` line per figure on stdout; progress on
+stderr.
 
-The day is `simulator.intraday.build_day` with `orders_per_step` scaled so the 96 files hold about `--rows`
-input rows (each line in ~4 files, so ~rows/4 distinct lines). Each side runs in its own child process, which
-reports its own peak RSS:
+Two days are generated with `simulator.intraday.build_day`, `orders_per_step` scaled so the 96 files hold about
+`--rows` (the full day) and `--sample-rows` (the sample) input rows (each line in ~4 files, so ~rows/4 distinct
+lines). dlt needs about half an hour for the full day, so it runs on the sample only; ours runs on both, and
+both ratios are printed: `sample_ours_vs_dlt` (same files on both sides) and `full_ours_vs_sample_dlt` (our
+full day against dlt's sample rate; dlt's merge slows as its table grows, so its full-day rate would be lower).
+Each side runs in its own child process, which reports its own peak RSS:
 
 (a) ours, per file: the files in publication order, one at a time as production receives them: each applied
-    through `ReportApplier` into a Parquet lake (`MergingSink` over `LakeSink`, as `jwo ingest intraday` wires
-    it: the lines merged into each day's one current file before the ledger row), then
-    `select count(*) from intraday_order_lines` through `warehouse.query.run_query` (the de-duplicated view)
-    before the next. `ours_apply_*` is the applying alone, `ours_query_s` the 96 count queries.
-(b) ours, backfill: all files applied, then one count query.
+    through `ReportApplier` into a Parquet lake (`MergingSink` over `LakeSink`, as the reports consumer wires
+    it: the lines merged into their hourly segments before the ledger row), then
+    `select count(*) from intraday_order_lines` through `warehouse.query.run_query` (the production read path,
+    `jwo sql`'s views) before the next. `*_apply_*` is the applying alone, `*_query_seconds` the 96 counts.
+(b) ours, backfill: all files applied as `jwo ingest intraday` applies them (merged once at the end), then one
+    count query.
 (c) dlt: the same files one by one, each a `pipeline.run` with `write_disposition="merge"` (primary key
     shopping_trip_id + line_item_id, `dedup_sort` desc on last_updated) into DuckDB, rows read with the
     csv module (money and times hinted as decimal and timestamp).
 
-Both sides' final counts are printed: they must equal the answer key's distinct lines.
+Every final count is printed: it must equal the day's distinct lines.
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ def say(*parts: object) -> None:
 
 
 def peak_rss_mb() -> int:
+    """This process's peak RSS: `VmHWM` (of this program only; `ru_maxrss` survives `exec`, so a child would
+    report the parent's peak from generating the day if that was higher)."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -81,10 +93,13 @@ def manifest(folder: Path) -> dict[str, object]:
     return data
 
 
-def day_files(folder: Path) -> list[tuple[str, bytes, datetime]]:
+def day_files(folder: Path) -> Iterator[tuple[str, bytes, datetime]]:
+    """The day's files in publication order, each read when it is its turn (as production receives them: the
+    whole day is never in memory at once, so the peak RSS is the ingester's)."""
     files = manifest(folder)["files"]
     assert isinstance(files, list)
-    return [(f["key"], Path(f["path"]).read_bytes(), datetime.fromisoformat(f["published_at"])) for f in files]
+    for f in files:
+        yield f["key"], Path(f["path"]).read_bytes(), datetime.fromisoformat(f["published_at"])
 
 
 # --------------------------------------------------------------------------- ours
@@ -98,11 +113,12 @@ def run_ours(folder: Path, work: Path, *, per_file_query: bool) -> None:
     from jwo.intraday import MergingSink
     from jwo.runtime import LakeSink
     from warehouse.lake import LakeWriter
+    from warehouse.merge import merge_table
     from warehouse.query import run_query
 
     lake = work / "lake"
     applier = ReportApplier(
-        MergingSink(LakeSink(LakeWriter(lake), None), lake),
+        MergingSink(LakeSink(LakeWriter(lake), None), lake, merge_each_file=per_file_query),
         lambda: datetime.now(UTC),
         columns=IngestSettings().intraday.columns,
     )
@@ -117,8 +133,9 @@ def run_ours(folder: Path, work: Path, *, per_file_query: bool) -> None:
     rows_in = 0
     final = 0
     for key, content, published_at in day_files(folder):
+        file = FileId("bench", key, hashlib.md5(content).hexdigest())  # S3's ETag: not ours to compute
         started = time.perf_counter()
-        outcome = applier.apply_bytes(FileId("bench", key, hashlib.md5(content).hexdigest()), content, published_at)
+        outcome = applier.apply_bytes(file, content, published_at)
         applying += time.perf_counter() - started
         rows_in += outcome.rows_in
         if per_file_query:
@@ -126,6 +143,9 @@ def run_ours(folder: Path, work: Path, *, per_file_query: bool) -> None:
             final = count()
             querying += time.perf_counter() - started
     if not per_file_query:
+        started = time.perf_counter()
+        merge_table(lake, INTRADAY_ORDER_LINES)  # once, as `jwo ingest intraday` does after a backfill
+        applying += time.perf_counter() - started
         started = time.perf_counter()
         final = count()
         querying = time.perf_counter() - started
@@ -188,19 +208,32 @@ def run_dlt(folder: Path, work: Path) -> None:
 # --------------------------------------------------------------------------- driver
 
 
-def child(side: str, folder: Path, work: Path) -> dict[str, str]:
+def child(label: str, side: str, folder: Path, work: Path) -> dict[str, str]:
     command = [sys.executable, __file__, "--side", side, "--dir", str(folder), "--work", str(work)]
     done = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True)
     figures = dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
     for name, value in figures.items():
-        print(f"{name} {value}", flush=True)
+        print(f"{label}_{name} {value}", flush=True)
     return figures
+
+
+def day(root: Path, label: str, rows: int) -> Path:
+    folder = root / f"{label}-files"
+    folder.mkdir()
+    generate(folder, rows)
+    meta = manifest(folder)
+    print(f"{label}_day_files {FILES}")
+    print(f"{label}_day_rows_in {meta['rows_in']}")
+    print(f"{label}_day_distinct_lines {meta['expected_lines']}")
+    return folder
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_300_000, help="input rows in the day (about)")
+    parser.add_argument("--rows", type=int, default=2_300_000, help="input rows in the full day (about)")
+    parser.add_argument("--sample-rows", type=int, default=200_000, help="input rows in the day dlt loads (about)")
     parser.add_argument("--skip-dlt", action="store_true")
+    parser.add_argument("--skip-full", action="store_true", help="the sample only")
     parser.add_argument("--side", choices=["ours", "backfill", "dlt"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -213,22 +246,25 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="jwo-bench-intraday-") as tmp:
         root = Path(tmp)
-        folder = root / "files"
-        folder.mkdir()
-        generate(folder, args.rows)
-        meta = manifest(folder)
-        print(f"day_files {FILES}")
-        print(f"day_rows_in {meta['rows_in']}")
-        print(f"day_distinct_lines {meta['expected_lines']}")
-        say("ours: one file at a time, queryable after each")
-        ours = child("ours", folder, _fresh(root / "ours"))
-        say("ours: whole-day backfill")
-        child("backfill", folder, _fresh(root / "backfill"))
-        if args.skip_dlt:
+        sample = day(root, "sample", args.sample_rows)
+        say("sample, ours: one file at a time, queryable after each")
+        ours_sample = child("sample", "ours", sample, _fresh(root / "sample-ours"))
+        theirs: dict[str, str] = {}
+        if not args.skip_dlt:
+            say("sample, dlt: merge, one file at a time")
+            theirs = child("sample", "dlt", sample, _fresh(root / "sample-dlt"))
+            ratio = float(ours_sample["ours_rows_per_s"]) / float(theirs["dlt_rows_per_s"])
+            print(f"sample_ours_vs_dlt {ratio:.1f}")
+        if args.skip_full:
             return
-        say("dlt: merge, one file at a time")
-        theirs = child("dlt", folder, _fresh(root / "dlt"))
-        print(f"ours_vs_dlt {float(ours['ours_rows_per_s']) / float(theirs['dlt_rows_per_s']):.1f}")
+        full = day(root, "full", args.rows)
+        say("full day, ours: one file at a time, queryable after each")
+        ours_full = child("full", "ours", full, _fresh(root / "full-ours"))
+        say("full day, ours: whole-day backfill")
+        child("full", "backfill", full, _fresh(root / "full-backfill"))
+        if theirs:
+            ratio = float(ours_full["ours_rows_per_s"]) / float(theirs["dlt_rows_per_s"])
+            print(f"full_ours_vs_sample_dlt {ratio:.1f}")
 
 
 def _fresh(path: Path) -> Path:

@@ -56,8 +56,9 @@ LINES_SCHEMA: pa.Schema = INTRADAY_ORDER_LINES.arrow_schema()
 _FAST_NUMBER = r"^[+-]?(?:[0-9]{1,14}(?:\.[0-9]{0,4})?|\.[0-9]{1,4})$"
 _FAST_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-5][0-9]Z$"
 _FAST_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_ODD_BYTES = re.compile(rb"[\x00\x1c-\x1f]")
-"""NUL (the csv module refuses it) and the separators Python's str.strip() removes but polars' does not."""
+_ODD_BYTES = (b"\x00", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
+"""NUL (the csv module refuses it) and the separators Python's str.strip() removes but polars' does not (each
+looked for with `in`, a memchr, which is ~20x faster than a regex character class over a whole file)."""
 
 
 class ReportFileError(ValueError):
@@ -303,7 +304,7 @@ def _scan(data: bytes) -> _Scan | None:
     """Record boundaries and field counts, quotes followed as RFC 4180 (and the csv module) do; None when the
     file has quoting, line breaks or bytes the per-row path must judge (a quote inside an unquoted field, a
     lone CR, an unclosed quote, NUL)."""
-    if _ODD_BYTES.search(data) or data.count(b"\r") != data.count(b"\r\n"):
+    if any(odd in data for odd in _ODD_BYTES) or (b"\r" in data and data.count(b"\r") != data.count(b"\r\n")):
         return None
     size = len(data)
     buf = _bytes(data)

@@ -5,8 +5,9 @@ The ledger of applied files is the `intraday_files` table in the lake; a `Report
 holds (read through `warehouse.query.run_query`, never the writer's DuckDB file).
 
 `intraday_order_lines` is merged on write (`MergingSink`, `warehouse.merge`): after a file's lines are published,
-each day they touch is merged into that day's one de-duplicated current file, then the ledger row is written.
-A reader reads one file per day instead of every file of the day.
+they are merged into the de-duplicated segment file of each UTC hour (of `order_time`) they touch, then the
+ledger row is written. A reader reads one file per hour of orders with (almost) every key once, and a file
+costs a rewrite of the hours it covers (about two), not of the whole day.
 
 `replay_day` re-applies the files the ledger says were published on a UTC day, from their raw bytes in
 `lake/_landing/`, into another lake, with the clock set to each file's recorded `applied_at`: the replayed
@@ -37,8 +38,8 @@ from ingest.ports import TableSink
 from ingest.reports import LEDGER_TABLE, LINES_TABLE, IntradayStats, ReportApplier, ReportConsumer
 from ingest.settings import IngestSettings, IntradaySettings
 from jwo.aws_resources import receive_config
-from warehouse.lake import LakeWriter, group_by_day, partition_dir
-from warehouse.merge import merge_partition, merge_table
+from warehouse.lake import LakeWriter, group_by_day, partition_dir, split_by_day
+from warehouse.merge import SegmentCache, merge_partition, merge_table
 from warehouse.query import run_query
 
 log = logging.getLogger("jwo.intraday")
@@ -57,25 +58,44 @@ def applied_files(lake_dir: Path) -> set[FileId]:
 
 
 class MergingSink:
-    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged: one current file per day.
+    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged: one segment file per hour.
 
-    A report file's batch is published in three steps: its lines and quarantined rows, then each day its lines
-    touch is merged (`warehouse.merge.merge_partition`), then its ledger row. A crash before the ledger row
-    leaves the file unapplied (it is applied again, rewriting the same files; merging is idempotent); a crash
-    after it leaves at most files the view still de-duplicates, merged by the next write or start.
+    A report file's batch is published in three steps: its quarantined rows, then its lines merged into the
+    hourly segments of each day they touch (`warehouse.merge.merge_partition`), then its ledger row. Lines of a
+    day that has a folder already are merged straight from memory, never published as a batch file (one Parquet
+    write and read less per file); a new day's lines are published through the sink first (so the sink sees
+    the table's first files and refreshes its views) and merged from there. A crash before the ledger row
+    leaves the file unapplied (it is applied again; merging a row twice changes nothing); a crash after it
+    leaves at most files the view still de-duplicates, merged by the next write or start.
     """
 
     def __init__(self, sink: TableSink, lake_dir: Path, *, merge_each_file: bool = True) -> None:
         self._sink = sink
         self._lake_dir = lake_dir
         self._merge_each_file = merge_each_file
+        self._segments = SegmentCache()
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         ledger = rows.get(LEDGER_TABLE)
-        self._sink.write({name: batch for name, batch in rows.items() if name != LEDGER_TABLE}, batch_id)
+        batch = {name: table_rows for name, table_rows in rows.items() if name != LEDGER_TABLE}
+        lines = batch.get(LINES_TABLE, ())
+        direct: list[tuple[Path, pa.Table]] = []
+        if self._merge_each_file and isinstance(lines, ArrowRows):
+            published = []
+            for day, frame in split_by_day(INTRADAY_ORDER_LINES, lines.table):
+                directory = partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day)
+                if directory.is_dir():
+                    direct.append((directory, frame))
+                else:
+                    published.append(frame)
+            lines = batch[LINES_TABLE] = ArrowRows(pa.concat_tables([lines.table.slice(0, 0), *published]))
+        self._sink.write(batch, batch_id)
         if self._merge_each_file:
-            for day in line_days(rows.get(LINES_TABLE, ())):
-                merge_partition(INTRADAY_ORDER_LINES, partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day))
+            for directory, frame in direct:
+                merge_partition(INTRADAY_ORDER_LINES, directory, frame, cache=self._segments)
+            for day in line_days(lines):
+                directory = partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day)
+                merge_partition(INTRADAY_ORDER_LINES, directory, cache=self._segments)
         if ledger:
             self._sink.write({LEDGER_TABLE: ledger}, batch_id)
 

@@ -6,7 +6,7 @@ exactly as the views do it, row groups up to `ROW_GROUP_ROWS`), published atomic
 derives from its inputs, and only then removes the inputs. A crash in between leaves the inputs beside
 the merged file: the views de-duplicate on the key, so readers see the same rows, and the next run
 merges again. Files that already hold `min_rows` rows are left alone, so the work per run is bounded.
-Only the lake's one writer process runs this. A day kept merged on write (`merge.py`: it has a current file)
+Only the lake's one writer process runs this. A day kept merged on write (`merge.py`: it has segment files)
 is left to its merges, and the partition's merge lock is held while compacting, so the two never interleave.
 """
 
@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
 from warehouse.lake import COMPRESSION, fsync_dir
-from warehouse.merge import CURRENT_NAME, partition_lock
+from warehouse.merge import has_segments, partition_lock
 from warehouse.views import files_select_sql, quote_literal
 
 MIN_ROWS = 100_000
@@ -46,11 +46,11 @@ def rows_in(path: Path) -> int:
 
 def compact_partition(table: Table, directory: Path, *, min_rows: int = MIN_ROWS) -> Compaction | None:
     """Merge the partition's small files into one; None when there are fewer than two small files, or when the
-    partition is merged on write (it has a current file)."""
-    if not directory.is_dir() or (directory / CURRENT_NAME).exists():
+    partition is merged on write (it has segment files)."""
+    if not directory.is_dir() or has_segments(directory):
         return None
     with partition_lock(directory):
-        if (directory / CURRENT_NAME).exists():
+        if has_segments(directory):
             return None
         return _compact_locked(table, directory, min_rows)
 

@@ -5,6 +5,11 @@ one row per key, so a batch written twice, or two batches that share a key, neve
 rows share a key, a table with `latest_by` keeps the one with the largest values there (newest first, nulls
 last); otherwise, or on a tie, the one that sorts first on the other non-key columns (in schema order, nulls
 last) wins: the choice depends on the rows only, never on file order. Columns that older files lack read as null.
+
+A table merged on write (`warehouse.merge.MERGED_ON_WRITE`) holds almost every key once (one segment per hour
+of rows, one row per key each; only batch files not merged yet, or a key whose partition time changed, repeat
+a key). Its view (`merged_select_sql`) does not rank those rows: it takes a row whose key no other row has as
+it is, and ranks only the rows of keys held more than once. The rows are the same as the plain view's.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 from contracts.tables import Table
 from warehouse.lake import PARQUET_GLOB, parquet_files
+from warehouse.merge import MERGED_ON_WRITE
 
 
 def quote_identifier(name: str) -> str:
@@ -35,7 +41,12 @@ def view_sql(table: Table, lake_root: Path, *, has_files: bool | None = None) ->
     """
     if has_files is None:
         has_files = bool(parquet_files(lake_root, table))
-    body = parquet_select_sql(table, parquet_glob(table, lake_root)) if has_files else empty_select_sql(table)
+    if not has_files:
+        body = empty_select_sql(table)
+    elif table.name in MERGED_ON_WRITE and table.key:
+        body = merged_select_sql(table, parquet_glob(table, lake_root))
+    else:
+        body = parquet_select_sql(table, parquet_glob(table, lake_root))
     return f"CREATE OR REPLACE VIEW {quote_identifier(table.name)} AS\n{body}"
 
 
@@ -54,10 +65,30 @@ def files_select_sql(table: Table, files: list[Path]) -> str:
     return _select_sql(table, "[" + ", ".join(quote_literal(f.as_posix()) for f in files) + "]")
 
 
-def _select_sql(table: Table, files_expr: str) -> str:
-    projection = ",\n    ".join(
+def merged_select_sql(table: Table, glob: str) -> str:
+    """The rows `parquet_select_sql` gives, for a table merged on write: a row whose key no other row has is
+    taken as it is; only the rows of keys held more than once are ranked (`QUALIFY`). Keys are told apart by
+    their hash first (a collision only sends rows to the ranking, which partitions by the key itself)."""
+    source = f"read_parquet({quote_literal(glob)}, hive_partitioning = false, union_by_name = true)"
+    rows = f"({_typed_nulls(table)} WHERE false UNION ALL BY NAME SELECT * FROM {source})"
+    key_hash = f"hash({', '.join(quote_identifier(name) for name in table.key)})"
+    held_twice = f"SELECT {key_hash} FROM {rows} GROUP BY ALL HAVING count(*) > 1"
+    return (
+        f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} NOT IN ({held_twice})\n"
+        f"UNION ALL\n"
+        f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} IN ({held_twice})\n"
+        f"QUALIFY {_first_per_key(table)} = 1"
+    )
+
+
+def _projection(table: Table) -> str:
+    return ",\n    ".join(
         f"CAST({quote_identifier(c.name)} AS {c.duckdb_type}) AS {quote_identifier(c.name)}" for c in table.columns
     )
+
+
+def _select_sql(table: Table, files_expr: str) -> str:
+    projection = _projection(table)
     source = f"read_parquet({files_expr}, hive_partitioning = false, union_by_name = true)"
     sql = (
         f"SELECT\n    {projection}\nFROM (\n"

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jwo.cli import app
+from warehouse.merge import is_segment
 from warehouse.query import run_query
 
 FIXTURES = Path(__file__).resolve().parents[1] / "events" / "intraday"
@@ -28,7 +29,7 @@ def test_a_backfill_applies_each_file_once_merges_each_day_and_replays_byte_for_
     lake = tmp_path / "home" / "lake"
     days = sorted((lake / "intraday_order_lines").glob("date=*"))
     assert days
-    assert all([p.name for p in day.glob("*.parquet")] == ["part-current.parquet"] for day in days)
+    assert all(day_files and all(is_segment(p) for p in day_files) for day_files in map(segments, days))
     lines = run_query(lake, "select * from intraday_order_lines order by all").rows
 
     published = run_query(lake, "select distinct cast(published_at as date) from intraday_files").rows
@@ -38,8 +39,13 @@ def test_a_backfill_applies_each_file_once_merges_each_day_and_replays_byte_for_
     assert replayed.exit_code == 0, replayed.output
     assert run_query(into, "select * from intraday_order_lines order by all").rows == lines
     for original in days:
-        copy = into / "intraday_order_lines" / original.name / "part-current.parquet"
-        assert copy.read_bytes() == (original / "part-current.parquet").read_bytes()
+        copies = segments(into / "intraday_order_lines" / original.name)
+        assert [p.name for p in copies] == [p.name for p in segments(original)]
+        assert all(copy.read_bytes() == (original / copy.name).read_bytes() for copy in copies)
+
+
+def segments(day: Path) -> list[Path]:
+    return sorted(day.glob("*.parquet"))
 
 
 def test_a_bad_date_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from jwo.runtime import LakeSink
 from simulator.intraday import IntradayConfig, build_day
 from tests.integration.test_intraday_ingest import table_digest, the_table
 from warehouse.lake import LakeWriter
-from warehouse.merge import CURRENT_NAME
+from warehouse.merge import is_segment
 
 DAY = build_day(
     IntradayConfig(seed=29, files=8, orders_per_step=3, late_orders=3, malformed_rows=2, gzip_share=0.5, stores=2)
@@ -22,7 +23,8 @@ DAY = build_day(
 
 
 def ingest_day(folder: Path, lake: Path) -> None:
-    """The day as `jwo ingest intraday FOLDER` applies it: files named out of publication order, mtime = publication."""
+    """The day as the reports consumer applies it, each file merged on write: files named out of publication order
+    (so merged in another order than the replay's), mtime = publication."""
     folder.mkdir()
     for n, file in enumerate(DAY.files):
         path = folder / f"{(n * 5) % len(DAY.files):03d}-{Path(file.key).name}"  # arrival order != publication
@@ -40,13 +42,15 @@ def test_a_replayed_day_is_the_same_files_byte_for_byte(tmp_path: Path) -> None:
     original, replayed = tmp_path / "a", tmp_path / "b"
     ingest_day(tmp_path / "files", original)
 
-    stats = replay_day(original, DAY.config.business_date, replayed)
+    day = DAY.config.business_date
+    stats = replay_day(original, day, replayed)
 
     assert stats.files_applied == len(DAY.files)
     assert stats.rows_quarantined == DAY.expected_quarantined
     lines = files_of(original, "intraday_order_lines")
-    assert len(lines) == 2  # the day and the late orders' previous day, one current file each
-    assert {Path(name).name for name in lines} == {CURRENT_NAME}
+    assert {Path(name).parent.name for name in lines} == {f"date={d}" for d in (day - timedelta(days=1), day)}
+    assert len(lines) > 2  # one segment per hour of orders (the late orders' previous day too)
+    assert all(is_segment(Path(name)) for name in lines)
     assert files_of(replayed, "intraday_order_lines") == lines
     for table in ("quarantine", "intraday_files"):
         assert files_of(replayed, table) == files_of(original, table)
