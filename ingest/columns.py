@@ -1,35 +1,44 @@
 """Events-queue bodies → Arrow columns, a whole receive batch at once. Pure: values in, values out.
 
 The per-message paths (`ingest.decode`) build a dict per row with `Decimal`s and `datetime`s, which the lake then
-converts to Arrow. Here a batch is parsed body by body with orjson, but a payload's values are only gathered
-into columns (one tuple per row, transposed in C); every check then runs on a whole column, and decimals and
-times go from their JSON strings straight to Arrow (`decimal128(18,4)`, `timestamp[us, UTC]`), never through
-Python objects.
+converts to Arrow. Here a batch goes to Arrow columns without a Python object per value, by one of two paths:
 
-Only what the models would accept with the same values takes this path, and it is strict on purpose: a
-body must have exactly the connectors' keys, every value exactly the JSON type the connectors write, a
-decimal a string Arrow reads exactly as DECIMAL(18,4) (at most 14 integer and 4 fraction digits), a time
-`YYYY-MM-DD(T| )HH:MM:SS[.ffffff]Z` or `YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM` with a real calendar date.
-Every other body, and every body of a type it does not know, goes to `ingest.decode.rows_for_message`, which
-decides and words the outcome as before. The checks derive from the payload models at import; a model with
-anything they cannot follow (validators, constraints, other field types) leaves its type to the per-message path.
+- `read_bodies`: the bodies of each message type are read by `pyarrow.json` in one call (C++), against that
+  type's schema, every JSON string a string column; every check then runs on a whole column. This takes every
+  body the connectors write.
+- the bodies it leaves (a read refused, a check refused) are parsed one by one with orjson, and a payload's values
+  are only gathered into columns (one tuple per row, transposed in C); the same checks run on the columns.
+
+Either way decimals and times go from their JSON strings straight to Arrow (`decimal128(18,4)`,
+`timestamp[us, UTC]`) by Arrow's cast, never through Python objects or floats.
+
+Only what the models would accept with the same values takes these paths, and they are strict on purpose: a body
+must have only the connectors' keys (the orjson path: exactly those; the reader: no others, and a missing key whose
+default is None is read as None, any other missing key sends the body on), every value exactly the JSON type the
+connectors write, a decimal a string Arrow reads exactly as DECIMAL(18,4) (at most 14 integer and 4 fraction
+digits), a time `YYYY-MM-DD(T| )HH:MM:SS[.ffffff]Z` or `YYYY-MM-DDTHH:MM:SS[.ffffff]±HH:MM` with a real calendar
+date. Every other body, and every body of a type they do not know, goes to `ingest.decode.rows_for_message`, which
+decides and words the outcome as before. The checks derive from the payload models at import; a model with anything
+they cannot follow (validators, constraints, other field types) leaves its type to the per-message path.
 """
 
 from __future__ import annotations
 
 import re
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
+from itertools import pairwise
 from operator import itemgetter
 from typing import Any, Literal
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pj
 from pydantic import BaseModel
 
 from contracts.messages import PAYLOAD_MODELS, Envelope
@@ -107,13 +116,31 @@ class FieldCheck:
             raise BadValuesError([n for n, value in enumerate(values) if not self.ok(value)])
         return built
 
+    def read(self, column: pa.Array) -> pa.Array:
+        """A column as `pyarrow.json` read it (`READER_TYPES`: JSON strings as strings, integers as int64, booleans
+        as bool; a missing key or a JSON null is a null), checked and converted as `array` does. Raises
+        BadValuesError naming the values that fail."""
+        try:
+            if self.check in (Check.INT, Check.BOOL):
+                built = None if column.null_count else column
+            else:
+                built = self._of_text(column)
+        except _ARROW_ERRORS:
+            built = None
+        if built is None:
+            raise BadValuesError([n for n, value in enumerate(column.to_pylist()) if not self.ok(value)])
+        return built
+
     def _array(self, values: Sequence[object]) -> pa.Array | None:
         check = self.check
         if check is Check.INT:
             return pa.array(values, pa.int64()) if set(map(type, values)) <= {int} else None
         if check is Check.BOOL:
             return pa.array(values, pa.bool_()) if set(map(type, values)) <= {bool} else None
-        text = pa.array(values, pa.string())  # refuses anything but str (and None)
+        return self._of_text(pa.array(values, pa.string()))  # refuses anything but str (and None)
+
+    def _of_text(self, text: pa.Array) -> pa.Array | None:
+        check = self.check
         nullable = check in (Check.OPTIONAL_STR, Check.OPTIONAL_DECIMAL)
         if text.null_count and not nullable:
             return None
@@ -163,6 +190,9 @@ class Shape:
 
     fields: tuple[FieldCheck, ...]
     nested: tuple[str, Shape] | None
+    missing_is_none: bool = True
+    """Whether every field that takes None is None when its key is missing (its default): then a reader that reads
+    a missing key and a JSON null alike (`pyarrow.json`) reads what the model reads."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -189,6 +219,7 @@ def shape_of(model: type[BaseModel]) -> Shape:
         raise Unsupported(f"{model.__name__}: validators, serializers or config {config}")
     fields: list[FieldCheck] = []
     nested: tuple[str, Shape] | None = None
+    missing_is_none = True
     for name, info in model.model_fields.items():
         if info.metadata or info.alias not in (None, name) or info.validation_alias not in (None, name):
             raise Unsupported(f"{model.__name__}.{name}: constraints or aliases")
@@ -202,9 +233,16 @@ def shape_of(model: type[BaseModel]) -> Shape:
             fields.append(FieldCheck(name, Check.LITERAL, frozenset(args)))
         elif annotation in _ANNOTATIONS:
             fields.append(FieldCheck(name, _ANNOTATIONS[annotation]))
+            if fields[-1].check in _NULLABLE and (info.is_required() or info.default is not None):
+                missing_is_none = False
         else:
             raise Unsupported(f"{model.__name__}.{name}: {annotation}")
-    return Shape(tuple(fields), nested)
+    if nested is not None and not nested[1].missing_is_none:
+        missing_is_none = False
+    return Shape(tuple(fields), nested, missing_is_none)
+
+
+_NULLABLE = frozenset({Check.OPTIONAL_STR, Check.OPTIONAL_DECIMAL})
 
 
 @dataclass(frozen=True)
@@ -244,6 +282,9 @@ class Kind:
     output: Output
     get: Callable[[dict[str, Any]], tuple[Any, ...]]
     get_item: Callable[[dict[str, Any]], tuple[Any, ...]] | None
+    reader: pa.Schema | None
+    """The whole body's schema for `pyarrow.json` (`reader_schema`); None when the reader cannot take the type
+    (`Shape.missing_is_none`)."""
 
 
 def _kinds() -> dict[str, Kind]:
@@ -260,8 +301,52 @@ def _kinds() -> dict[str, Kind]:
             continue
         names = shape.names + ((shape.nested[0],) if shape.nested else ())
         item_getter = _getter(shape.nested[1].names) if shape.nested else None
-        kinds[message_type.value] = Kind(message_type.value, shape, output, _getter(names), item_getter)
+        kinds[message_type.value] = Kind(
+            message_type.value,
+            shape,
+            output,
+            _getter(names),
+            item_getter,
+            reader_schema(shape) if shape.missing_is_none else None,
+        )
     return kinds
+
+
+READER_TYPES: dict[Check, pa.DataType] = {
+    Check.STR: pa.string(),
+    Check.OPTIONAL_STR: pa.string(),
+    Check.LITERAL: pa.string(),
+    Check.INT: pa.int64(),
+    Check.BOOL: pa.bool_(),
+    Check.DECIMAL: pa.string(),
+    Check.OPTIONAL_DECIMAL: pa.string(),
+    Check.TIME: pa.string(),
+}
+"""How `pyarrow.json` reads each kind of field. Decimals and times are read as the JSON strings the connectors
+write and converted by `FieldCheck.read`, never as JSON numbers: a float64 would not be exact, and a JSON number
+(or any other JSON type) where the schema says string fails the read."""
+
+
+def _reader_fields(shape: Shape) -> list[pa.Field]:
+    fields = [pa.field(f.name, READER_TYPES[f.check]) for f in shape.fields]
+    if shape.nested is not None:
+        fields.append(pa.field(shape.nested[0], pa.list_(pa.struct(_reader_fields(shape.nested[1])))))
+    return fields
+
+
+def reader_schema(shape: Shape) -> pa.Schema:
+    """An envelope with this payload, as `pyarrow.json` is to read it."""
+    types = {
+        "message_id": pa.string(),
+        "type": pa.string(),
+        "schema_version": pa.int64(),
+        "occurred_at": pa.string(),
+        "producer": pa.string(),
+        "payload": pa.struct(_reader_fields(shape)),
+        "part": pa.int64(),
+        "parts": pa.int64(),
+    }
+    return pa.schema([(name, types[name]) for name in ENVELOPE_FIELDS])
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -313,15 +398,45 @@ class Columns:
 
 def decode_columns(bodies: Sequence[str]) -> Columns:
     """Parse and check a batch of events-queue bodies; see the module's doc."""
+    ids: list[str | None] = [None] * len(bodies)
+    parts: _Parts = {}
+    left = read_bodies(bodies, ids, parts)
+    rest = _gather(bodies, left, ids, parts)
+    tables: dict[str, pa.Table] = {}
+    positions: dict[str, list[int]] = {}
+    for name, pieces in parts.items():
+        tables[name], positions[name] = _in_batch_order(pieces)
+    return Columns(tables, positions, ids, rest)
+
+
+_Parts = dict[str, list[tuple[pa.Table, list[int]]]]
+"""Pieces of each table (Arrow rows and the batch position of each row), as the two paths make them."""
+
+
+def _in_batch_order(pieces: list[tuple[pa.Table, list[int]]]) -> tuple[pa.Table, list[int]]:
+    """One table of the pieces, its rows in batch order (a message's rows keep their order)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    frame = pa.concat_tables([f for f, _ in pieces]).combine_chunks()
+    at = [p for _, positions in pieces for p in positions]
+    if any(a > b for a, b in pairwise(at)):
+        order = sorted(range(len(at)), key=at.__getitem__)  # stable
+        frame, at = frame.take(pa.array(order, pa.int64())), [at[n] for n in order]
+    return frame, at
+
+
+def _gather(bodies: Sequence[str], left: list[int], ids: list[str | None], parts: _Parts) -> list[int]:
+    """The bodies at `left` parsed one by one with orjson and gathered into columns; returns the positions it
+    leaves to the per-message path."""
     envelopes: list[tuple[Any, ...]] = []
     positions: list[int] = []
-    ids: list[str | None] = [None] * len(bodies)
     gathered = {name: _Gathered(kind, [], [], [], []) for name, kind in KINDS.items()}
     rest: list[int] = []
     get_envelope = itemgetter(*ENVELOPE_FIELDS)
     envelope_size = len(ENVELOPE_FIELDS)
     loads = orjson.loads
-    for position, body in enumerate(bodies):
+    for position in left:
+        body = bodies[position]
         try:
             data = loads(body)
             envelope = get_envelope(data)  # TypeError unless a dict, KeyError unless it has every field
@@ -350,16 +465,14 @@ def decode_columns(bodies: Sequence[str]) -> Columns:
         ids[position] = envelope[0]
 
     refused = _check_envelopes(envelopes, positions)
-    tables: dict[str, pa.Table] = {}
-    table_positions: dict[str, list[int]] = {}
     for group in gathered.values():
         built, bad = _build(group, refused)
         refused |= bad
-        for name, (frame, at) in built.items():
-            tables[name], table_positions[name] = frame, at
+        for name, piece in built.items():
+            parts.setdefault(name, []).append(piece)
     for position in refused:  # each group's tables were built without them
         ids[position] = None
-    return Columns(tables, table_positions, ids, sorted([*rest, *refused]))
+    return sorted([*rest, *refused])
 
 
 _ENVELOPE_TEXT = (0, 4)
@@ -456,3 +569,178 @@ def _arrays(
 
 def _frame(table: Table, arrays: dict[str, pa.Array]) -> pa.Table:
     return pa.Table.from_arrays([arrays[c.name] for c in table.columns], schema=table.arrow_schema())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The JSON reader: a whole message type's bodies parsed by `pyarrow.json` in one call, no Python object per value.
+
+SPLIT_PATTERN = r'^\{"message_id":"(?P<id>[^"\\]*)","type":"(?P<type>[a-z_]+)",'
+"""How every body the connectors write begins (`encode_envelope`): its id and type, found without parsing it.
+A body that begins otherwise takes the orjson path."""
+
+_READ_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowCapacityError)
+
+
+class _Unreadable(Exception):
+    """`pyarrow.json` refused the bodies (a JSON error, an unexpected key, a JSON type the schema does not have)."""
+
+
+def read_bodies(bodies: Sequence[str], ids: list[str | None], parts: _Parts) -> list[int]:
+    """Read the bodies of the message types in `KINDS` with `pyarrow.json`, a type at a time, into `parts` (and
+    their ids into `ids`); returns the positions left to the orjson path, ascending.
+
+    The bodies of one type are read as they lie in one buffer (Arrow reads JSON objects one after the other, with
+    or without whitespace between them), against that type's schema, with unexpected keys an error: the read
+    fails, rather than guesses, on anything the schema does not say (another key, another JSON type, a repeated
+    key, bad JSON). No body can swallow the next (every body begins with an id and a type, which no value of
+    the schema can hold), so as many rows as bodies means a row per body; each row's id is also compared with the
+    one its body begins with. A read that fails is split in two until the bodies to blame are found alone, and
+    those take the orjson path, as does every row that a check refuses (a missing or null value, a literal not
+    allowed, a decimal or time the models would not read alike).
+    """
+    if not KINDS or not bodies:
+        return list(range(len(bodies)))
+    try:
+        text = pa.array(bodies, pa.string())
+    except (*_ARROW_ERRORS, UnicodeError):
+        return list(range(len(bodies)))
+    if not isinstance(text, pa.StringArray):  # over 2 GiB: chunked
+        return list(range(len(bodies)))
+    split = pc.extract_regex(text, SPLIT_PATTERN)
+    types, prefix_ids = split.field("type"), split.field("id")
+    readable = {name: kind for name, kind in KINDS.items() if kind.reader is not None}
+    taken = pa.array(sorted(readable), pa.string())
+    left = pc.indices_nonzero(pc.invert(pc.fill_null(pc.is_in(types, value_set=taken), False))).to_pylist()
+    for name, kind in readable.items():
+        where = pc.indices_nonzero(pc.fill_null(pc.equal(types, name), False))
+        if len(where):
+            left += _read_kind(kind, text.take(where), prefix_ids.take(where), where.to_pylist(), ids, parts)
+    return sorted(left)
+
+
+def _read_kind(
+    kind: Kind, text: pa.StringArray, prefix_ids: pa.Array, positions: list[int], ids: list[str | None], parts: _Parts
+) -> list[int]:
+    """`read_bodies` for one type's bodies (halves of them when a read fails); returns the positions left."""
+    try:
+        table = _read_json(kind, text, prefix_ids)
+    except _Unreadable:
+        if len(positions) == 1:
+            return positions
+        half = len(positions) // 2
+        return _read_kind(
+            kind, text.slice(0, half), prefix_ids.slice(0, half), positions[:half], ids, parts
+        ) + _read_kind(kind, text.slice(half), prefix_ids.slice(half), positions[half:], ids, parts)
+    refused: set[int] = set()
+    while True:
+        keep = [n for n in range(len(positions)) if n not in refused]
+        if not keep:
+            return positions
+        rows = table if not refused else table.take(pa.array(keep, pa.int64()))
+        try:
+            built = _read_tables(kind, rows)
+            break
+        except _Refused as exc:
+            refused |= {keep[n] for n in exc.positions}
+    kept = positions if not refused else [positions[n] for n in keep]
+    for position, message_id in zip(kept, rows.column("message_id").to_pylist(), strict=True):
+        ids[position] = message_id
+    for name, (frame, rows_of) in built.items():
+        parts.setdefault(name, []).append((frame, [kept[n] for n in rows_of]))
+    return [positions[n] for n in sorted(refused)]
+
+
+def _read_json(kind: Kind, text: pa.StringArray, prefix_ids: pa.Array) -> pa.Table:
+    """The bodies as one table with `kind.reader`'s schema, a row per body. Raises _Unreadable."""
+    _, offset_buffer, data = text.buffers()
+    offsets = pa.Array.from_buffers(pa.int32(), len(text) + 1, [None, offset_buffer], offset=text.offset)
+    start, end = offsets[0].as_py(), offsets[-1].as_py()
+    if data is None or end <= start or kind.reader is None:
+        raise _Unreadable("no text")
+    try:
+        table = pj.read_json(
+            pa.BufferReader(data.slice(start, end - start)),
+            read_options=pj.ReadOptions(use_threads=False, block_size=end - start + 1),  # one block
+            parse_options=pj.ParseOptions(explicit_schema=kind.reader, unexpected_field_behavior="error"),
+        )
+    except _READ_ERRORS as exc:
+        raise _Unreadable(str(exc)) from exc
+    if table.num_rows != len(text):
+        raise _Unreadable(f"{table.num_rows} rows from {len(text)} bodies")
+    table = table.combine_chunks()
+    if not _all(pc.equal(table.column("message_id"), prefix_ids)):
+        raise _Unreadable("a row's id is not its body's")
+    return table
+
+
+def _all(mask: pa.Array | pa.ChunkedArray) -> bool:
+    """Whether every value is true (a null is not)."""
+    return bool(mask.null_count == 0 and pc.all(mask).as_py() is not False)
+
+
+def _failing(mask: pa.Array | pa.ChunkedArray) -> set[int]:
+    """Positions whose value is not true (false or null)."""
+    if _all(mask):
+        return set()
+    return set(pc.indices_nonzero(pc.invert(pc.fill_null(mask, False))).to_pylist())
+
+
+def _read_tables(kind: Kind, table: pa.Table) -> dict[str, tuple[pa.Table, list[int]]]:
+    """The kind's output tables from its rows as read, each with the row (of `table`) of every output row.
+    Raises _Refused with the rows a check refuses, as `_tables` does for gathered rows."""
+    column = {name: table.column(name).chunk(0) for name in ENVELOPE_FIELDS}
+    refused = _failing(pc.not_equal(column["message_id"], ""))
+    refused |= _failing(pc.equal(column["type"], kind.name))
+    for name in ("schema_version", "part", "parts"):
+        refused |= _failing(pc.greater_equal(column[name], 1))
+    refused |= _failing(pc.is_valid(column["producer"]))
+    payload = column["payload"]
+    refused |= _failing(pc.is_valid(payload))
+    try:
+        _ENVELOPE_TIME.read(column["occurred_at"])
+    except BadValuesError as exc:
+        refused.update(exc.positions)
+    shape = kind.shape
+    values = dict(zip([f.name for f in payload.type], payload.flatten(), strict=True))
+    top = _read_arrays(shape.fields, values, refused, iter)
+    out: dict[str, tuple[pa.Table, list[int]]] = {}
+    items_out: tuple[Table, dict[str, pa.Array], list[int]] | None = None
+    if kind.output.items is not None and shape.nested is not None:
+        listed = values[shape.nested[0]]
+        refused |= _failing(pc.is_valid(listed))
+        items = pc.list_flatten(listed)
+        owners = pc.list_parent_indices(listed)
+        refused |= {owners[n].as_py() for n in _failing(pc.is_valid(items))}
+        item_values = dict(zip([f.name for f in items.type], items.flatten(), strict=True))
+        owner_list = owners.to_pylist()
+        fields = _read_arrays(
+            shape.nested[1].fields, item_values, refused, lambda bad: map(owner_list.__getitem__, bad)
+        )
+        for name, array in top.items():
+            if name not in fields:
+                fields[name] = array.take(owners)
+        items_out = (kind.output.items, fields, owner_list)
+    if refused:
+        raise _Refused(refused)
+    if kind.output.top is not None:
+        out[kind.output.top.name] = (_frame(kind.output.top, top), list(range(table.num_rows)))
+    if items_out is not None:
+        out[items_out[0].name] = (_frame(items_out[0], items_out[1]), items_out[2])
+    return out
+
+
+def _read_arrays(
+    checks: tuple[FieldCheck, ...],
+    values: dict[str, pa.Array],
+    refused: set[int],
+    blame: Callable[[list[int]], Iterable[int]],
+) -> dict[str, pa.Array]:
+    """Each field's column checked and converted (`FieldCheck.read`); the rows to blame for a value a check
+    refuses are added to `refused`."""
+    arrays: dict[str, pa.Array] = {}
+    for check in checks:
+        try:
+            arrays[check.name] = check.read(values[check.name])
+        except BadValuesError as exc:
+            refused.update(blame(exc.positions))
+    return arrays

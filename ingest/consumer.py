@@ -20,9 +20,12 @@ import hashlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
+from operator import attrgetter
 from typing import Any
 
 from ingest.decode import decode_batch
@@ -37,6 +40,7 @@ from ingest.ports import (
 )
 
 log = logging.getLogger("jwo.ingest.consumer")
+_RECEIPT = attrgetter("receipt")
 
 
 @dataclass
@@ -83,16 +87,13 @@ class Heartbeat:
         """Hold messages received by a receive call that started at `received_at` (`time.monotonic()`);
         a message already held keeps its schedule."""
         due = received_at + self._first
-        held = self._held
-        for message in messages:
-            held.setdefault(message.receipt, (message, due))
+        # setdefault for each message, looped in C (a Python loop cost ~0.5 us per message at 100k messages/s)
+        deque(map(self._held.setdefault, map(_RECEIPT, messages), zip(messages, repeat(due))), maxlen=0)
         if messages and due < self._wake_at:  # sooner than the heartbeat means to look again
             self._changed.set()
 
     def release(self, messages: Sequence[Received]) -> None:
-        held = self._held
-        for message in messages:
-            held.pop(message.receipt, None)
+        deque(map(self._held.pop, map(_RECEIPT, messages), repeat(None)), maxlen=0)
 
     @contextlib.asynccontextmanager
     async def beating(self) -> AsyncIterator[None]:
