@@ -202,20 +202,26 @@ class Shape:
         return next(f for f in self.fields if f.name == name)
 
 
+def has_hooks(model: type[BaseModel]) -> bool:
+    """Whether the model has validators, serializers or computed fields (a fast path cannot mirror them)."""
+    d = model.__pydantic_decorators__
+    return any(
+        (
+            d.validators,
+            d.field_validators,
+            d.root_validators,
+            d.model_validators,
+            d.field_serializers,
+            d.model_serializers,
+            d.computed_fields,
+        )
+    )
+
+
 def shape_of(model: type[BaseModel]) -> Shape:
     """Raises Unsupported for anything but plain fields of the types above, with no validators or constraints."""
-    decorators = model.__pydantic_decorators__
-    hooks = (
-        decorators.validators,
-        decorators.field_validators,
-        decorators.root_validators,
-        decorators.model_validators,
-        decorators.field_serializers,
-        decorators.model_serializers,
-        decorators.computed_fields,
-    )
     config = model.model_config
-    if any(hooks) or config.get("extra") != "forbid" or config.get("strict") or config.get("alias_generator"):
+    if has_hooks(model) or config.get("extra") != "forbid" or config.get("strict") or config.get("alias_generator"):
         raise Unsupported(f"{model.__name__}: validators, serializers or config {config}")
     fields: list[FieldCheck] = []
     nested: tuple[str, Shape] | None = None

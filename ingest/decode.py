@@ -38,7 +38,7 @@ from contracts.messages import (
     Purchase,
     decode_envelope,
 )
-from ingest.columns import decode_columns
+from ingest.columns import decode_columns, has_hooks
 from ingest.ports import Decode, DecodeBatch, Decoded, PoisonMessageError, Received, Rows, TableRows
 
 __all__ = ["PoisonMessageError", "decode_batch", "one_at_a_time", "rows_for_message", "unknown_rows"]
@@ -254,18 +254,9 @@ _TYPED_DICT: Any = TypedDict  # pydantic needs typing_extensions' on Python < 3.
 
 
 def _mirror(model: type[BaseModel]) -> _Mirror:
-    config, decorators = model.model_config, model.__pydantic_decorators__
-    hooks = (
-        decorators.validators,
-        decorators.field_validators,
-        decorators.root_validators,
-        decorators.model_validators,
-        decorators.field_serializers,
-        decorators.model_serializers,
-        decorators.computed_fields,
-    )
+    config = model.model_config
     unsupported = {"alias_generator", "validate_default", "from_attributes", "coerce_numbers_to_str"}
-    if any(hooks) or unsupported & {k for k, v in config.items() if v}:
+    if has_hooks(model) or unsupported & {k for k, v in config.items() if v}:
         raise _Unsupported(f"{model.__name__}: config {config} or validators/serializers")
     fields: dict[str, object] = {}
     defaults: list[tuple[str, object]] = []
