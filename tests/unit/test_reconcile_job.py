@@ -121,6 +121,62 @@ def test_settling_a_debt_lets_the_shopper_in_again() -> None:
     assert row["status"] == "SETTLED"
 
 
+def test_a_partial_payoff_survives_the_next_runs_and_paying_the_rest_lets_the_shopper_in() -> None:
+    lake, ledger = MemoryLake(), MemoryLedger()
+    facts = facts_of(DAY)
+    job(facts, lake, ledger, KEY.as_of).run(day=KEY.business_date)
+    owed = next(t for t in KEY.trips if t.debt and t.shopper_id)
+    part = Decimal("10.00")
+
+    def debt_row() -> dict[str, object]:
+        [row] = [r for r in lake.table("bad_debts") if r["shopping_trip_id"] == owed.shopping_trip_id]
+        return row
+
+    after = job(facts, lake, ledger, KEY.as_of + timedelta(minutes=1)).close_debt(
+        owed.shopping_trip_id, "SETTLED", part
+    )
+    assert (after.status, after.amount, after.paid) == ("OPEN", owed.outstanding - part, part)
+    again = job(facts, lake, ledger, KEY.as_of + timedelta(minutes=2)).run(day=KEY.business_date)
+    assert again.batch_id is None
+    assert (debt_row()["status"], debt_row()["amount"], debt_row()["paid"]) == ("OPEN", owed.outstanding - part, part)
+    assert owed.shopper_id in ledger.blocked()
+
+    rest = owed.outstanding - part
+    closed = job(facts, lake, ledger, KEY.as_of + timedelta(minutes=3)).close_debt(
+        owed.shopping_trip_id, "SETTLED", rest
+    )
+    assert (closed.status, closed.paid) == ("SETTLED", owed.outstanding)
+    assert owed.shopper_id not in ledger.blocked()
+    job(facts, lake, ledger, KEY.as_of + timedelta(minutes=4)).run(day=KEY.business_date)
+    assert (debt_row()["status"], debt_row()["paid"]) == ("SETTLED", owed.outstanding)
+
+
+def test_late_data_that_leaves_less_owed_than_was_paid_settles_the_debt() -> None:
+    lake, ledger = MemoryLake(), MemoryLedger()
+    job(facts_of(DAY), lake, ledger, KEY.as_of).run(day=KEY.business_date)
+    owed = next(t for t in KEY.trips if t.debt and t.shopper_id)
+    job(facts_of(DAY), lake, ledger, KEY.as_of + timedelta(minutes=1)).close_debt(
+        owed.shopping_trip_id, "SETTLED", Decimal("5.00")
+    )
+    late = [
+        *DAY.payment_events,
+        {
+            "event_id": "late-capture",
+            "shopping_trip_id": owed.shopping_trip_id,
+            "store_id": owed.store_id,
+            "sub_type": "CaptureApproved",
+            "amount": owed.outstanding - Decimal("5.00"),
+            "currency": "USD",
+            "event_time": KEY.as_of,
+        },
+    ]
+    report = job(facts_of(DAY, late), lake, ledger, KEY.as_of + timedelta(minutes=2)).run(day=KEY.business_date)
+    assert report.debts_closed == 1
+    [row] = [r for r in lake.table("bad_debts") if r["shopping_trip_id"] == owed.shopping_trip_id]
+    assert (row["status"], row["paid"]) == ("SETTLED", Decimal("5.00"))
+    assert owed.shopper_id not in ledger.blocked()
+
+
 def test_trips_move_from_pending_as_deadlines_pass_and_the_history_records_it() -> None:
     lake, ledger = MemoryLake(), MemoryLedger()
     facts = facts_of(DAY)
