@@ -77,10 +77,13 @@ class ReconcileJob:
             )
             outcome = table_rules.run(workspace.con, settings, now)
         debts = outcome.debts
-        for debt in table_rules.debts_of(debts.opened):
-            self._ledger.open(debt)
-        for debt in table_rules.debts_of(debts.closed):
-            self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
+        if debts.opened.num_rows:
+            self._ledger.open_many(table_rules.debts_of(debts.opened))
+        closed = debts.closed.select(["shopping_trip_id", "status"]).to_pylist()
+        for status in ("SETTLED", "WRITTEN_OFF"):
+            trips = [str(row["shopping_trip_id"]) for row in closed if row["status"] == status]
+            if trips:
+                self._ledger.close_many(trips, status, now)
         batch: dict[Table, pa.Table] = {
             TRIP_RECONCILIATION: outcome.trip_rows,
             HISTORY: outcome.history_rows,

@@ -107,6 +107,33 @@ def test_a_second_run_writes_nothing() -> None:
     assert lake.batches == [first.batch_id]
 
 
+def test_a_run_tells_the_ledger_its_debts_in_one_call_per_kind() -> None:
+    lake, ledger = MemoryLake(), MemoryLedger()
+    job(facts_of(DAY), lake, ledger, KEY.as_of).run(day=KEY.business_date)
+    owed = [t for t in KEY.trips if t.debt]
+    assert ledger.calls == [("open_many", str(len(owed)))]
+    assert set(ledger.debts) == {t.shopping_trip_id for t in owed}
+    paid = [
+        {
+            "event_id": f"late-{t.shopping_trip_id}",
+            "shopping_trip_id": t.shopping_trip_id,
+            "store_id": t.store_id,
+            "sub_type": "CaptureApproved",
+            "amount": t.outstanding,
+            "currency": "USD",
+            "event_time": KEY.as_of,
+        }
+        for t in owed[:2]
+    ]
+    ledger.calls.clear()
+    report = job(facts_of(DAY, [*DAY.payment_events, *paid]), lake, ledger, KEY.as_of + timedelta(minutes=1)).run(
+        day=KEY.business_date
+    )
+    assert report.debts_closed == 2
+    assert ledger.calls == [("close_many", "2")]
+    assert {t for t, d in ledger.debts.items() if d.status == "SETTLED"} == {t.shopping_trip_id for t in owed[:2]}
+
+
 def test_settling_a_debt_lets_the_shopper_in_again() -> None:
     lake, ledger = MemoryLake(), MemoryLedger()
     job(facts_of(DAY), lake, ledger, KEY.as_of).run(day=KEY.business_date)
