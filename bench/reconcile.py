@@ -17,7 +17,7 @@ Generated with DuckDB SQL (seeded by hash, so the same every run).
     scaled per trip to `--trips` (it is linear in trips: one TripFacts, one reconcile_trip per trip).
 (c) decline → alert: `--declines` PAYMENT CaptureDeclined events put on an in-memory SQS queue (`FakeSqsQueue`)
     at `--rate` per second, consumed by the production event-feed consumer (`ingest.consumer.Consumer` with
-    `rows_for_event`, `jwo.alerts.AlertingSink` over the lake writer, default batch and linger settings), the
+    `decode_event_batch`, `jwo.alerts.AlertingSink` over the lake writer, default batch and linger settings), the
     alerts delivered by `AlertDispatcher` to a sink that stamps their arrival: latency = arrival - publish.
 """
 
@@ -269,7 +269,7 @@ def baseline_tree(into: Path) -> Path:
 
 async def decline_latency(lake: Path, declines: int, rate: float) -> list[float]:
     from ingest.consumer import Consumer
-    from ingest.eventfeed import rows_for_event
+    from ingest.eventfeed import decode_event_batch
     from ingest.fakes import FakeSqsQueue
     from jwo.alerts import AlertDispatcher, AlertingSink
     from jwo.runtime import LakeSink
@@ -290,7 +290,7 @@ async def decline_latency(lake: Path, declines: int, rate: float) -> list[float]
     queue = FakeSqsQueue()
     dispatcher = AlertDispatcher({"stamp": StampingSink()})
     sink = AlertingSink(LakeSink(LakeWriter(lake), None), dispatcher)
-    consumer = Consumer("eventfeed", queue, sink, lambda: datetime.now(UTC), decode=rows_for_event)
+    consumer = Consumer("eventfeed", queue, sink, lambda: datetime.now(UTC), decode=decode_event_batch)
     stop = asyncio.Event()
     tasks = [asyncio.create_task(consumer.run(stop)), asyncio.create_task(dispatcher.run(stop))]
     start = time.perf_counter()
