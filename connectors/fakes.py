@@ -68,19 +68,33 @@ class MemorySource:
         return True
 
     def open_debt(self, debt: BadDebt) -> bool:
-        if debt.shopping_trip_id in self.bad_debts:
-            return False
-        self.bad_debts[debt.shopping_trip_id] = replace(debt, status="OPEN", settled_at=None)
-        self.changed()
-        return True
+        return self.open_debts([debt]) == 1
 
     def close_debt(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
-        debt = self.bad_debts.get(shopping_trip_id)
-        if debt is None or debt.status != "OPEN":
-            return False
-        self.bad_debts[shopping_trip_id] = replace(debt, status=status, settled_at=at)
-        self.changed()
-        return True
+        return self.close_debts([shopping_trip_id], status, at) == 1
+
+    def open_debts(self, debts: Sequence[BadDebt]) -> int:
+        new = 0
+        for debt in debts:
+            if debt.shopping_trip_id not in self.bad_debts:
+                self.bad_debts[debt.shopping_trip_id] = replace(debt, status="OPEN", settled_at=None)
+                new += 1
+        if new:
+            self.changed()
+        return new
+
+    def close_debts(
+        self, shopping_trip_ids: Sequence[str], status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime
+    ) -> int:
+        closed = 0
+        for trip in shopping_trip_ids:
+            debt = self.bad_debts.get(trip)
+            if debt is not None and debt.status == "OPEN":
+                self.bad_debts[trip] = replace(debt, status=status, settled_at=at)
+                closed += 1
+        if closed:
+            self.changed()
+        return closed
 
     def debts(self, shopper_id: str | None = None) -> list[BadDebt]:
         found = [d for d in self.bad_debts.values() if shopper_id is None or d.shopper_id == shopper_id]

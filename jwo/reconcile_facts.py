@@ -299,24 +299,33 @@ class RetailerDebtLedger:
         self._store = store
 
     def open(self, debt: Debt) -> bool:
-        if debt.shopper_id is None:
-            return False
-        return self._store.open_debt(
-            BadDebt(
-                debt_id=debt.debt_id,
-                shopper_id=debt.shopper_id,
-                shopping_trip_id=debt.shopping_trip_id,
-                store_id=debt.store_id,
-                amount=Decimal(debt.amount),
-                currency=debt.currency,
-                reason=debt.reason,
-                status="OPEN",
-                opened_at=debt.opened_at,
-            )
-        )
+        return self.open_many([debt]) == 1
 
     def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
         return self._store.close_debt(shopping_trip_id, status, at)
+
+    def open_many(self, debts: Sequence[Debt]) -> int:
+        """The app-entry debts, in one write of the identity store."""
+        return self._store.open_debts([_bad_debt(d, d.shopper_id) for d in debts if d.shopper_id is not None])
+
+    def close_many(
+        self, shopping_trip_ids: Sequence[str], status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime
+    ) -> int:
+        return self._store.close_debts(shopping_trip_ids, status, at)
+
+
+def _bad_debt(debt: Debt, shopper_id: str) -> BadDebt:
+    return BadDebt(
+        debt_id=debt.debt_id,
+        shopper_id=shopper_id,
+        shopping_trip_id=debt.shopping_trip_id,
+        store_id=debt.store_id,
+        amount=Decimal(debt.amount),
+        currency=debt.currency,
+        reason=debt.reason,
+        status="OPEN",
+        opened_at=debt.opened_at,
+    )
 
 
 def utc_now() -> datetime:

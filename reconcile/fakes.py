@@ -139,18 +139,34 @@ class MemoryLedger:
 
     def open(self, debt: Debt) -> bool:
         self.calls.append(("open", debt.shopping_trip_id))
+        return self._open(debt)
+
+    def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
+        self.calls.append(("close", shopping_trip_id))
+        return self._close(shopping_trip_id, status, at)
+
+    def _open(self, debt: Debt) -> bool:
         if debt.shopping_trip_id in self.debts:
             return False
         self.debts[debt.shopping_trip_id] = debt
         return True
 
-    def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
-        self.calls.append(("close", shopping_trip_id))
+    def _close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
         debt = self.debts.get(shopping_trip_id)
         if debt is None or debt.status != "OPEN":
             return False
         self.debts[shopping_trip_id] = replace(debt, status=status, settled_at=at)
         return True
+
+    def open_many(self, debts: Sequence[Debt]) -> int:
+        self.calls.append(("open_many", str(len(debts))))
+        return sum(self._open(debt) for debt in debts)
+
+    def close_many(
+        self, shopping_trip_ids: Sequence[str], status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime
+    ) -> int:
+        self.calls.append(("close_many", str(len(shopping_trip_ids))))
+        return sum(self._close(trip, status, at) for trip in shopping_trip_ids)
 
     def blocked(self) -> set[str]:
         return {d.shopper_id for d in self.debts.values() if d.status == "OPEN" and d.shopper_id}

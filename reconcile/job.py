@@ -77,10 +77,13 @@ class ReconcileJob:
             )
             outcome = table_rules.run(workspace.con, settings, now)
         debts = outcome.debts
-        for debt in table_rules.debts_of(debts.opened):
-            self._ledger.open(debt)
-        for debt in table_rules.debts_of(debts.closed):
-            self._ledger.close(debt.shopping_trip_id, "SETTLED" if debt.status == "SETTLED" else "WRITTEN_OFF", now)
+        if debts.opened.num_rows:
+            self._ledger.open_many(table_rules.debts_of(debts.opened))
+        closed = debts.closed.select(["shopping_trip_id", "status"]).to_pylist()
+        for status in ("SETTLED", "WRITTEN_OFF"):
+            trips = [str(row["shopping_trip_id"]) for row in closed if row["status"] == status]
+            if trips:
+                self._ledger.close_many(trips, status, now)
         batch: dict[Table, pa.Table] = {
             TRIP_RECONCILIATION: outcome.trip_rows,
             HISTORY: outcome.history_rows,
@@ -104,16 +107,18 @@ class ReconcileJob:
     def close_debt(
         self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], amount: Decimal | None = None
     ) -> Debt:
-        """Finance settles (a payoff of `amount`, default the whole debt) or writes off a trip's open debt: the
-        shopper is let in again. A partial payoff keeps the debt open for the rest."""
+        """Finance settles (a payoff of `amount`, default the whole balance) or writes off a trip's open debt: the
+        shopper is let in again. A partial payoff keeps the debt open for the rest and is recorded in `paid`, so the
+        next run keeps the balance at the trip's outstanding amount less what was paid."""
         now = self._clock()
         debt = self._state.current_debts([shopping_trip_id]).get(shopping_trip_id)
         if debt is None or debt.status != "OPEN":
             raise DebtNotFoundError(f"trip {shopping_trip_id} has no open debt")
         if status == "SETTLED" and amount is not None and amount < debt.amount:
-            new = replace(debt, amount=debt.amount - amount)
+            new = replace(debt, amount=debt.amount - amount, paid=debt.paid + amount)
         else:
-            new = replace(debt, status=status, settled_at=now)
+            paid = debt.paid + (debt.amount if amount is None else amount) if status == "SETTLED" else debt.paid
+            new = replace(debt, status=status, settled_at=now, paid=paid)
             self._ledger.close(shopping_trip_id, status, now)
         self._write({BAD_DEBTS: [debt_row(new, now)]})
         return new

@@ -4,7 +4,9 @@ and refunds, with the rules that decide whether a refund may be sent. Pure: valu
 Money goes over the wire as `{"amount": <number>, "code": "USD"}`; the number is written from the Decimal's digits
 (never through a float). Every request has a deterministic id, so queueing the same request twice is one request:
 
-    payment status   uuid5(store | trip | balance | settled)   (one per payoff: the balance changes with each)
+    payment status   uuid5(store | debt | Σ paid with this payoff)   (one per payoff: the cumulative paid amount
+                                                                  grows with each; a retry before it was recorded
+                                                                  derives the same id)
     refund           uuid5(trip | amount | reason | refund key)  = refundRequestId, Amazon's idempotency key
 """
 
@@ -113,7 +115,11 @@ def reports_payment_status(store_id: str, stores: Sequence[str]) -> bool:
 
 def payment_status_request(debt: Debt, settled: Decimal, at: datetime) -> PaymentRequest:
     """Report a payoff of `settled` against the debt's balance before it (`totalAmount`) at `at`. A full payoff
-    has settledAmount = totalAmount, which is what lets Amazon admit the shopper again."""
+    has settledAmount = totalAmount, which is what lets Amazon admit the shopper again.
+
+    The id derives from the debt and its paid amount once this payoff is counted (`debt.paid + settled`): each payoff
+    of a debt is a request of its own, even two of the same amount, while the same payoff tried again before it was
+    recorded on the debt is the same request."""
     if settled <= 0 or settled > debt.amount:
         raise ValueError(f"a payoff must be more than 0 and at most the balance {debt.amount}, not {settled}")
     body = {
@@ -123,7 +129,7 @@ def payment_status_request(debt: Debt, settled: Decimal, at: datetime) -> Paymen
         "settledAmount": money(settled, debt.currency),
         "paymentStatusTime": wire_time(at),
     }
-    key = f"payment-status|{debt.store_id}|{debt.shopping_trip_id}|{debt.amount}|{settled}"
+    key = f"payment-status|{debt.store_id}|{debt.debt_id}|{(debt.paid + settled).quantize(CENT)}"
     return PaymentRequest(
         request_id=str(uuid.uuid5(_NAMESPACE, key)),
         operation="payment_status",

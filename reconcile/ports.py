@@ -66,6 +66,15 @@ class DebtLedger(Protocol):
 
     def open(self, debt: Debt) -> bool: ...
     def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool: ...
+    def open_many(self, debts: Sequence[Debt]) -> int:
+        """`open` for each debt, in one write of the store (a run opens thousands): how many were new."""
+        ...
+
+    def close_many(
+        self, shopping_trip_ids: Sequence[str], status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime
+    ) -> int:
+        """`close` for each trip, in one write of the store: how many open debts were closed."""
+        ...
 
 
 class AlertSink(Protocol):

@@ -58,6 +58,7 @@ def debt_row(debt: Debt, updated_at: datetime) -> Row:
         "status": debt.status,
         "opened_at": debt.opened_at,
         "settled_at": debt.settled_at,
+        "paid": debt.paid,
         "updated_at": updated_at,
     }
 
@@ -74,6 +75,7 @@ def debt_from_row(row: Mapping[str, Any]) -> Debt:
         status=cast(DebtStatus, row["status"]),
         opened_at=row["opened_at"],
         settled_at=row["settled_at"],
+        paid=_money(row.get("paid") or Decimal("0.00")),
     )
 
 

@@ -255,6 +255,9 @@ class Debt:
     status: DebtStatus
     opened_at: datetime
     settled_at: datetime | None = None
+    paid: Decimal = ZERO
+    """What the shopper paid on it so far (`jwo debts settle`). `amount` is the balance: while the debt is open,
+    the trip's outstanding amount less `paid`; once closed, the balance it closed at."""
 
 
 def debt_id(shopping_trip_id: str) -> str:
@@ -264,9 +267,10 @@ def debt_id(shopping_trip_id: str) -> str:
 def decide_debt(trip: TripResult, existing: Debt | None, now: datetime) -> Debt | None:
     """The debt row to write for the trip, or None when nothing changes.
 
-    A declined, partially captured or expired trip opens a debt for what is outstanding. An open debt follows the
-    outstanding amount; it is settled when late data shows nothing is owed. A settled or written-off debt stays
-    closed (finance closed it).
+    A declined, partially captured or expired trip opens a debt for what is outstanding. An open debt's balance
+    follows the outstanding amount less what was paid on it; it is settled when nothing is left to pay (late data
+    shows nothing is owed, or the payoffs cover what is). A settled or written-off debt stays closed (finance
+    closed it).
     """
     owed = trip.debt_reason is not None and trip.outstanding > ZERO
     if existing is None:
@@ -285,12 +289,13 @@ def decide_debt(trip: TripResult, existing: Debt | None, now: datetime) -> Debt 
         )
     if existing.status != "OPEN":
         return None
-    if not owed:
+    balance = trip.outstanding - existing.paid
+    if not owed or balance <= ZERO:
         return replace(existing, status="SETTLED", settled_at=now)
     reason = trip.debt_reason or existing.reason
-    if existing.amount == trip.outstanding and existing.reason == reason:
+    if existing.amount == balance and existing.reason == reason:
         return None
-    return replace(existing, amount=trip.outstanding, reason=reason)
+    return replace(existing, amount=balance, reason=reason)
 
 
 # --------------------------------------------------------------------------- alerts

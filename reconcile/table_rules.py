@@ -124,9 +124,11 @@ DEBT_SCHEMA = pa.schema(
         ("status", pa.string()),
         ("opened_at", TIME),
         ("settled_at", TIME),
+        ("paid", MONEY),
     ]
 )
-"""`rules.Debt`, one row per trip (`bad_debts` as the view shows it)."""
+"""`rules.Debt`, one row per trip (`bad_debts` as the view shows it; `paid` may be null in rows written before the
+column existed, read as zero)."""
 
 ALERT_SCHEMA = pa.schema(
     [
@@ -453,24 +455,29 @@ def debts_sql(now: datetime) -> str:
             WITH d AS (
                 SELECT r.shopping_trip_id, r.shopper_id, r.store_id, r.currency, r.outstanding, r.debt_reason,
                     r.debt_reason IS NOT NULL AND r.outstanding > 0 AS owed,
+                    r.outstanding - coalesce(e.paid, 0) AS balance,
                     e.debt_id AS old_id, e.shopper_id AS old_shopper, e.store_id AS old_store, e.amount AS old_amount,
                     e.currency AS old_currency, e.reason AS old_reason, e.status AS old_status,
-                    e.opened_at AS old_opened, e.settled_at AS old_settled
+                    e.opened_at AS old_opened, e.settled_at AS old_settled, coalesce(e.paid, 0) AS old_paid
                 FROM results r LEFT JOIN existing e ON e.shopping_trip_id = r.shopping_trip_id
+            ), o AS (
+                -- open: owed, and (for a debt that exists) not covered by its payoffs
+                SELECT d.*, owed AND (old_id IS NULL OR balance > 0) AS open FROM d
             )
             SELECT old_id AS debt_id, shopping_trip_id,
                 CASE WHEN old_id IS NULL THEN shopper_id ELSE old_shopper END AS shopper_id,
                 CASE WHEN old_id IS NULL THEN store_id ELSE old_store END AS store_id,
-                CASE WHEN owed THEN outstanding ELSE old_amount END AS amount,
+                CASE WHEN open THEN balance ELSE old_amount END AS amount,
                 CASE WHEN old_id IS NULL THEN currency ELSE old_currency END AS currency,
-                CASE WHEN owed THEN debt_reason ELSE old_reason END AS reason,
-                CASE WHEN owed THEN 'OPEN' ELSE 'SETTLED' END AS status,
+                CASE WHEN open THEN debt_reason ELSE old_reason END AS reason,
+                CASE WHEN open THEN 'OPEN' ELSE 'SETTLED' END AS status,
                 CASE WHEN old_id IS NULL THEN {now_sql} ELSE old_opened END AS opened_at,
-                CASE WHEN owed THEN old_settled ELSE {now_sql} END AS settled_at
-            FROM d
-            WHERE (old_id IS NULL AND owed)
-               OR (old_status = 'OPEN' AND NOT owed)
-               OR (old_status = 'OPEN' AND owed AND (old_amount <> outstanding OR old_reason <> debt_reason))
+                CASE WHEN open THEN old_settled ELSE {now_sql} END AS settled_at,
+                old_paid AS paid
+            FROM o
+            WHERE (old_id IS NULL AND open)
+               OR (old_status = 'OPEN' AND NOT open)
+               OR (old_status = 'OPEN' AND open AND (old_amount <> balance OR old_reason <> debt_reason))
             ORDER BY shopping_trip_id
             """
 

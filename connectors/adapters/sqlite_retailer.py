@@ -177,30 +177,56 @@ class SqliteRetailerStore:
 
     def open_debt(self, debt: BadDebt) -> bool:
         """Record an open debt for a trip; a trip has at most one debt. Returns whether it is new."""
-        with self._lock:
-            inserted = self._conn.execute(
-                "INSERT OR IGNORE INTO bad_debts (debt_id, shopper_id, shopping_trip_id, store_id, amount, "
-                "currency, reason, status, opened_at, settled_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'OPEN', ?, NULL)",
-                (
-                    debt.debt_id,
-                    debt.shopper_id,
-                    debt.shopping_trip_id,
-                    debt.store_id,
-                    str(debt.amount),
-                    debt.currency,
-                    debt.reason,
-                    debt.opened_at.isoformat(),
-                ),
-            ).rowcount
-        return inserted == 1
+        return self.open_debts([debt]) == 1
 
     def close_debt(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool:
+        return self.close_debts([shopping_trip_id], status, at) == 1
+
+    def open_debts(self, debts: Sequence[BadDebt]) -> int:
+        """Record open debts in one transaction (one commit, however many); a trip's existing debt is kept.
+        Returns how many were new."""
+        rows = [
+            (
+                d.debt_id,
+                d.shopper_id,
+                d.shopping_trip_id,
+                d.store_id,
+                str(d.amount),
+                d.currency,
+                d.reason,
+                d.opened_at.isoformat(),
+            )
+            for d in debts
+        ]
+        return self._write_many(
+            "INSERT OR IGNORE INTO bad_debts (debt_id, shopper_id, shopping_trip_id, store_id, amount, "
+            "currency, reason, status, opened_at, settled_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'OPEN', ?, NULL)",
+            rows,
+        )
+
+    def close_debts(
+        self, shopping_trip_ids: Sequence[str], status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime
+    ) -> int:
+        """Close the open debts of these trips in one transaction. Returns how many were open."""
+        when = at.isoformat()
+        return self._write_many(
+            "UPDATE bad_debts SET status = ?, settled_at = ? WHERE shopping_trip_id = ? AND status = 'OPEN'",
+            [(status, when, trip) for trip in shopping_trip_ids],
+        )
+
+    def _write_many(self, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
+        """`sql` once per row, all in one write transaction; the rows it changed (triggers not counted)."""
+        if not rows:
+            return 0
         with self._lock:
-            changed = self._conn.execute(
-                "UPDATE bad_debts SET status = ?, settled_at = ? WHERE shopping_trip_id = ? AND status = 'OPEN'",
-                (status, at.isoformat(), shopping_trip_id),
-            ).rowcount
-        return changed == 1
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                changed = self._conn.executemany(sql, rows).rowcount
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return int(changed)
 
     def debts(self, shopper_id: str | None = None) -> list[BadDebt]:
         sql = (

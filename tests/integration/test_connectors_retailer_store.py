@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -84,3 +85,32 @@ def test_an_open_debt_refuses_the_shopper_until_it_is_closed(store: SqliteRetail
     (settled,) = store.debts()
     assert (settled.status, settled.settled_at, settled.amount) == ("SETTLED", AT, Decimal("12.34"))
     assert store.debts("S-bob") == []
+
+
+def test_debts_open_and_close_in_batches_as_the_single_calls_do(store: SqliteRetailerStore | MemorySource) -> None:
+    store.upsert_shoppers([ALICE, BOB])
+    directory = CachedDirectory(store)
+    alice = [replace(_debt(f"trip-{n}"), debt_id=f"debt-{n}") for n in range(3)]
+    bob = replace(_debt("trip-bob"), debt_id="debt-bob", shopper_id="S-bob")
+    assert store.open_debts([]) == 0
+    assert store.open_debts([*alice, bob]) == 4
+    assert store.open_debts([alice[0], replace(_debt("trip-9"), debt_id="debt-9")]) == 1  # one debt per trip
+    directory.refresh()
+    assert directory.has_open_debt("S-alice")
+    assert directory.has_open_debt("S-bob")
+
+    assert store.close_debts(["trip-bob", "trip-nobody"], "WRITTEN_OFF", AT) == 1
+    assert store.close_debts(["trip-bob"], "SETTLED", AT) == 0
+    directory.refresh()
+    assert not directory.has_open_debt("S-bob")
+    assert directory.has_open_debt("S-alice")
+    assert store.close_debts(["trip-0", "trip-1", "trip-2", "trip-9"], "SETTLED", AT) == 4
+    directory.refresh()
+    assert not directory.has_open_debt("S-alice")
+    assert sorted((d.shopping_trip_id, d.status) for d in store.debts()) == [
+        ("trip-0", "SETTLED"),
+        ("trip-1", "SETTLED"),
+        ("trip-2", "SETTLED"),
+        ("trip-9", "SETTLED"),
+        ("trip-bob", "WRITTEN_OFF"),
+    ]

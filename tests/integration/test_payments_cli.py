@@ -150,6 +150,53 @@ def test_a_partial_payoff_is_reported_against_the_balance_and_bad_amounts_are_re
     assert report["settledAmount"]["amount"] == Decimal("1.00")
 
 
+def test_partial_payoffs_survive_a_reconcile_each_is_reported_and_paying_the_rest_opens_the_gate(
+    world: World,
+) -> None:
+    owed = world.trip("missing_capture", debt=True)
+    assert owed.shopper_id is not None
+    assert owed.outstanding > 2
+    trip = owed.shopping_trip_id
+
+    def gate_closed() -> bool:
+        store = SqliteRetailerStore(world.home / "retailer.db")
+        try:
+            return any(d.status == "OPEN" for d in store.debts(owed.shopper_id))
+        finally:
+            store.close()
+
+    def reconcile() -> None:
+        store = SqliteRetailerStore(world.home / "retailer.db")
+        try:  # the real clock: a run after the payoffs, as `jwo up` would run it
+            build_job(world.home / "lake", store, ReconcileSettings()).run(day=world.key.business_date)
+        finally:
+            store.close()
+
+    def debt() -> tuple[object, ...]:
+        [row] = world.sql(f"select status, amount, paid from bad_debts where shopping_trip_id = '{trip}'")
+        return row
+
+    for n in (1, 2):  # two payoffs of the same amount, each followed by a reconcile run
+        paid = world.jwo("debts", "settle", trip, "--amount", "1.00")
+        assert paid.exit_code == 0, paid.output
+        reconcile()
+        assert debt() == ("OPEN", owed.outstanding - n, Decimal(n))
+        assert gate_closed()
+    reports = world.amazon.state.calls_to(PAYMENT_STATUS, status=200)
+    assert [(r.body["totalAmount"]["amount"], r.body["settledAmount"]["amount"]) for r in reports] == [
+        (owed.outstanding, Decimal("1.00")),
+        (owed.outstanding - 1, Decimal("1.00")),
+    ]
+
+    rest = world.jwo("debts", "settle", trip)
+    assert rest.exit_code == 0, rest.output
+    assert "debt SETTLED" in said(rest)
+    reconcile()
+    assert debt() == ("SETTLED", owed.outstanding - 2, owed.outstanding)
+    assert not gate_closed()
+    assert len(world.amazon.state.calls_to(PAYMENT_STATUS, status=200)) == 3
+
+
 def test_a_write_off_or_a_store_amazon_does_not_police_reports_nothing(world: World) -> None:
     owed = world.trip("declined", debt=True)
     written_off = world.jwo("debts", "write-off", owed.shopping_trip_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -55,6 +56,18 @@ def test_a_payoff_report_carries_the_balance_the_settled_amount_and_the_time_key
     assert payment_status_request(DEBT, Decimal("2.30"), NOW).request_id != request.request_id
     with pytest.raises(ValueError, match="at most the balance"):
         payment_status_request(DEBT, Decimal("12.31"), NOW)
+
+
+def test_each_payoff_of_a_debt_is_its_own_report_even_of_the_same_amount_and_a_retry_is_the_same() -> None:
+    first = payment_status_request(DEBT, Decimal("5.00"), NOW)
+    after_first = replace(DEBT, amount=Decimal("7.30"), paid=Decimal("5.00"))
+    second = payment_status_request(after_first, Decimal("5.00"), NOW + timedelta(minutes=1))
+    assert second.request_id != first.request_id
+    assert json.loads(second.body)["totalAmount"] == {"amount": 7.3, "code": "USD"}
+    retried = payment_status_request(after_first, Decimal("5.00"), NOW + timedelta(minutes=2))
+    assert retried.request_id == second.request_id
+    other_debt = replace(after_first, debt_id="debt-2", shopping_trip_id="trip-2")
+    assert payment_status_request(other_debt, Decimal("5.00"), NOW).request_id != second.request_id
 
 
 def test_payoffs_are_reported_for_the_listed_fraud_and_abuse_stores_or_every_store() -> None:

@@ -107,6 +107,33 @@ def test_a_second_run_writes_nothing() -> None:
     assert lake.batches == [first.batch_id]
 
 
+def test_a_run_tells_the_ledger_its_debts_in_one_call_per_kind() -> None:
+    lake, ledger = MemoryLake(), MemoryLedger()
+    job(facts_of(DAY), lake, ledger, KEY.as_of).run(day=KEY.business_date)
+    owed = [t for t in KEY.trips if t.debt]
+    assert ledger.calls == [("open_many", str(len(owed)))]
+    assert set(ledger.debts) == {t.shopping_trip_id for t in owed}
+    paid = [
+        {
+            "event_id": f"late-{t.shopping_trip_id}",
+            "shopping_trip_id": t.shopping_trip_id,
+            "store_id": t.store_id,
+            "sub_type": "CaptureApproved",
+            "amount": t.outstanding,
+            "currency": "USD",
+            "event_time": KEY.as_of,
+        }
+        for t in owed[:2]
+    ]
+    ledger.calls.clear()
+    report = job(facts_of(DAY, [*DAY.payment_events, *paid]), lake, ledger, KEY.as_of + timedelta(minutes=1)).run(
+        day=KEY.business_date
+    )
+    assert report.debts_closed == 2
+    assert ledger.calls == [("close_many", "2")]
+    assert {t for t, d in ledger.debts.items() if d.status == "SETTLED"} == {t.shopping_trip_id for t in owed[:2]}
+
+
 def test_settling_a_debt_lets_the_shopper_in_again() -> None:
     lake, ledger = MemoryLake(), MemoryLedger()
     job(facts_of(DAY), lake, ledger, KEY.as_of).run(day=KEY.business_date)
@@ -119,6 +146,62 @@ def test_settling_a_debt_lets_the_shopper_in_again() -> None:
     assert owed.shopper_id not in ledger.blocked()
     [row] = [r for r in lake.table("bad_debts") if r["shopping_trip_id"] == owed.shopping_trip_id]
     assert row["status"] == "SETTLED"
+
+
+def test_a_partial_payoff_survives_the_next_runs_and_paying_the_rest_lets_the_shopper_in() -> None:
+    lake, ledger = MemoryLake(), MemoryLedger()
+    facts = facts_of(DAY)
+    job(facts, lake, ledger, KEY.as_of).run(day=KEY.business_date)
+    owed = next(t for t in KEY.trips if t.debt and t.shopper_id)
+    part = Decimal("10.00")
+
+    def debt_row() -> dict[str, object]:
+        [row] = [r for r in lake.table("bad_debts") if r["shopping_trip_id"] == owed.shopping_trip_id]
+        return row
+
+    after = job(facts, lake, ledger, KEY.as_of + timedelta(minutes=1)).close_debt(
+        owed.shopping_trip_id, "SETTLED", part
+    )
+    assert (after.status, after.amount, after.paid) == ("OPEN", owed.outstanding - part, part)
+    again = job(facts, lake, ledger, KEY.as_of + timedelta(minutes=2)).run(day=KEY.business_date)
+    assert again.batch_id is None
+    assert (debt_row()["status"], debt_row()["amount"], debt_row()["paid"]) == ("OPEN", owed.outstanding - part, part)
+    assert owed.shopper_id in ledger.blocked()
+
+    rest = owed.outstanding - part
+    closed = job(facts, lake, ledger, KEY.as_of + timedelta(minutes=3)).close_debt(
+        owed.shopping_trip_id, "SETTLED", rest
+    )
+    assert (closed.status, closed.paid) == ("SETTLED", owed.outstanding)
+    assert owed.shopper_id not in ledger.blocked()
+    job(facts, lake, ledger, KEY.as_of + timedelta(minutes=4)).run(day=KEY.business_date)
+    assert (debt_row()["status"], debt_row()["paid"]) == ("SETTLED", owed.outstanding)
+
+
+def test_late_data_that_leaves_less_owed_than_was_paid_settles_the_debt() -> None:
+    lake, ledger = MemoryLake(), MemoryLedger()
+    job(facts_of(DAY), lake, ledger, KEY.as_of).run(day=KEY.business_date)
+    owed = next(t for t in KEY.trips if t.debt and t.shopper_id)
+    job(facts_of(DAY), lake, ledger, KEY.as_of + timedelta(minutes=1)).close_debt(
+        owed.shopping_trip_id, "SETTLED", Decimal("5.00")
+    )
+    late = [
+        *DAY.payment_events,
+        {
+            "event_id": "late-capture",
+            "shopping_trip_id": owed.shopping_trip_id,
+            "store_id": owed.store_id,
+            "sub_type": "CaptureApproved",
+            "amount": owed.outstanding - Decimal("5.00"),
+            "currency": "USD",
+            "event_time": KEY.as_of,
+        },
+    ]
+    report = job(facts_of(DAY, late), lake, ledger, KEY.as_of + timedelta(minutes=2)).run(day=KEY.business_date)
+    assert report.debts_closed == 1
+    [row] = [r for r in lake.table("bad_debts") if r["shopping_trip_id"] == owed.shopping_trip_id]
+    assert (row["status"], row["paid"]) == ("SETTLED", Decimal("5.00"))
+    assert owed.shopper_id not in ledger.blocked()
 
 
 def test_trips_move_from_pending_as_deadlines_pass_and_the_history_records_it() -> None:

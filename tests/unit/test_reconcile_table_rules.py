@@ -155,7 +155,7 @@ def test_the_table_rules_give_every_trip_the_reference_state_amounts_and_reason(
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs(), st.data())
-def test_the_table_rules_decide_the_reference_debts_and_alerts(
+def test_the_table_rules_decide_the_reference_debts_with_their_payoffs_and_alerts(
     run: tuple[list[TripFacts], RuleSettings, datetime], data: st.DataObject
 ) -> None:
     trips, rule_settings, now = run
@@ -175,6 +175,7 @@ def test_the_table_rules_decide_the_reference_debts_and_alerts(
                 status=status,  # type: ignore[arg-type]
                 opened_at=BASE,
                 settled_at=None if status == "OPEN" else BASE + timedelta(hours=1),
+                paid=money(data.draw(st.sampled_from([0, 0, 1, 617, 1233, 1234, 20_000]))),
             )
     later = now + timedelta(minutes=1)
     decided = [decide_debt(r, existing.get(r.shopping_trip_id), later) for r in expected]
@@ -194,6 +195,19 @@ def test_the_table_rules_decide_the_reference_debts_and_alerts(
     payments = [p for t in trips for p in t.payments]
     alerts = table_rules.alerts_of(table_rules.decline_alerts(table_rules.facts_of(trips).payments))
     assert sorted(alerts, key=lambda a: a.alert_id) == sorted(decline_alerts(payments), key=lambda a: a.alert_id)
+
+
+def test_a_debt_row_written_before_the_paid_column_counts_as_nothing_paid() -> None:
+    sold = Purchase("T1", "S1", "SCAN_CODE", "shopper-1", "USD", *(money(1234),) * 2, money(0), money(1234), 1, BASE)
+    declined = PaymentEvent("e1", "T1", "S1", CAPTURE_DECLINED, money(1234), "USD", BASE)
+    [result] = reference([TripFacts("T1", sold, (declined,))], RuleSettings(), BASE + timedelta(days=2))
+    old = Debt(debt_id("T1"), "T1", "shopper-1", "S1", money(1000), "USD", "declined capture", "OPEN", BASE)
+    rows = table_rules.table_of([old], table_rules.DEBT_SCHEMA)
+    rows = rows.set_column(rows.schema.get_field_index("paid"), "paid", pa.nulls(1, table_rules.MONEY))
+    changes = table_rules.decide_debts(table_rules.results_table([result]), rows, BASE + timedelta(days=2))
+    [debt] = table_rules.debts_of(changes.rows)
+    assert debt == decide_debt(result, old, BASE + timedelta(days=2))
+    assert (debt.amount, debt.paid) == (money(1234), Decimal(0))
 
 
 def test_a_settlement_joins_the_refunds_of_its_day_and_store() -> None:
