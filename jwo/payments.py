@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import threading
@@ -57,6 +56,7 @@ from reconcile.payments import (
 )
 from reconcile.rules import Debt
 from warehouse.lake import LakeWriter
+from warehouse.merge import file_lock
 from warehouse.query import QueryResult, run_query
 from warehouse.views import quote_literal
 
@@ -321,16 +321,9 @@ def settle_debt(settings: Settings, store: RetailerAdmin, trip: str, amount: Dec
     return Payoff(closed, request)
 
 
-@contextlib.contextmanager
-def _refund_lock(settings: Settings) -> Iterator[None]:
+def _refund_lock(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """One refund decision at a time per JWO_HOME (the over-refund check and the queueing are one step)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
-    with open(settings.home / "refunds.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(settings.home / "refunds.lock")
 
 
 @dataclass(frozen=True)

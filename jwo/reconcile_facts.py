@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -36,11 +37,15 @@ from reconcile.settings import ReconcileSettings
 from simulator.settlement import SettlementKey
 from warehouse.errors import QueryError
 from warehouse.lake import LakeWriter, parquet_files
+from warehouse.merge import file_lock
 from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, open_reader, run_query
 from warehouse.render import render
 from warehouse.views import empty_select_sql, parquet_glob, quote_literal
 
 log = logging.getLogger("jwo.reconcile")
+
+RECONCILE_LOCK = ".reconcile.lock"
+"""Held by a reconcile run and a debt payoff (`ReconcileJob`'s `exclusive`), in the lake's root folder."""
 
 
 def _ids(trip_ids: Sequence[str]) -> str:
@@ -339,7 +344,15 @@ def build_job(
     clock: Callable[[], datetime] = utc_now,
 ) -> ReconcileJob:
     facts = LakeFacts(lake_root, settings.memory_limit_mb)
-    return ReconcileJob(facts, facts, LakeWriter(lake_root), RetailerDebtLedger(store), settings.rules(), clock)
+    return ReconcileJob(
+        facts,
+        facts,
+        LakeWriter(lake_root),
+        RetailerDebtLedger(store),
+        settings.rules(),
+        clock,
+        exclusive=partial(file_lock, lake_root / RECONCILE_LOCK),
+    )
 
 
 # --------------------------------------------------------------------------- CLI, schedule and demo helpers

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -64,11 +65,18 @@ class ReconcileJob:
         ledger: DebtLedger,
         settings: RuleSettings,
         clock: Callable[[], datetime],
+        exclusive: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
+        """`exclusive` is held for a whole run and for a debt's payoff, so a payoff never lands between a run's
+        read of the debts and its write of them (across processes: a file lock where the lake is)."""
         self._facts, self._state, self._sink, self._ledger = facts, state, sink, ledger
-        self._settings, self._clock = settings, clock
+        self._settings, self._clock, self._exclusive = settings, clock, exclusive
 
     def run(self, *, day: date | None = None, since: datetime | None = None) -> RunReport:
+        with self._exclusive():
+            return self._run(day, since)
+
+    def _run(self, day: date | None, since: datetime | None) -> RunReport:
         now = self._clock()
         with self._facts.workspace(day=day, since=since) as workspace:
             self._state.attach(workspace.con)
@@ -110,6 +118,12 @@ class ReconcileJob:
         """Finance settles (a payoff of `amount`, default the whole balance) or writes off a trip's open debt: the
         shopper is let in again. A partial payoff keeps the debt open for the rest and is recorded in `paid`, so the
         next run keeps the balance at the trip's outstanding amount less what was paid."""
+        with self._exclusive():
+            return self._close_debt(shopping_trip_id, status, amount)
+
+    def _close_debt(
+        self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], amount: Decimal | None
+    ) -> Debt:
         now = self._clock()
         debt = self._state.current_debts([shopping_trip_id]).get(shopping_trip_id)
         if debt is None or debt.status != "OPEN":

@@ -83,14 +83,20 @@ class Merge:
 
 
 @contextlib.contextmanager
-def partition_lock(directory: Path) -> Iterator[None]:
-    """Hold the partition's merge lock (blocking); across threads and processes."""
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if missing; blocking); across threads and processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def partition_lock(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the partition's merge lock (blocking); across threads and processes."""
+    return file_lock(directory / LOCK_NAME)
 
 
 def merge_partition(

@@ -3,11 +3,15 @@ whatever order and however often the facts arrive, and a re-run changes nothing.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -235,3 +239,27 @@ def test_any_interleaving_and_duplication_of_facts_gives_the_same_states(data: s
     again = job(everything, lake, ledger, KEY.as_of + timedelta(minutes=5)).run()
     assert again.batch_id is None
     assert sum(Decimal(1) for _ in lake.table("alerts")) == len(declines)
+
+
+def test_a_payoff_waits_for_a_run_in_progress_and_a_run_for_a_payoff() -> None:
+    """The job holds its `exclusive` for a whole run and for a payoff, so a payoff never lands between a run's read of
+    the debts and its write of them."""
+    lake, ledger, held = MemoryLake(), MemoryLedger(), threading.Lock()
+    entered: list[str] = []
+
+    @contextlib.contextmanager
+    def exclusive() -> Iterator[None]:
+        assert held.acquire(blocking=False), "a second holder while the first still runs"
+        entered.append("in")
+        try:
+            yield
+        finally:
+            held.release()
+
+    locked = ReconcileJob(facts_of(DAY), lake, lake, ledger, RuleSettings(), lambda: KEY.as_of, exclusive=exclusive)
+    locked.run(day=KEY.business_date)
+    owed = next(t for t in KEY.trips if t.debt and t.shopper_id)
+    locked.close_debt(owed.shopping_trip_id, "SETTLED", None)
+    assert entered == ["in", "in"]
+    with held, pytest.raises(AssertionError, match="a second holder"):  # someone else holds it: the job cannot go in
+        locked.run(day=KEY.business_date)
