@@ -18,11 +18,12 @@ set of published rows only, never on arrival order or on how the merges were gro
 same files). A key whose partition time changed between versions sits in two segments; the view decides it.
 
 Crash safety is compaction's argument (`compact.py`): each segment goes to a hidden temp file, is fsynced and
-renamed over the old one, the folder is fsynced, and only when every hour of the batch is published are the
-batch files removed (and the folder fsynced again). A crash in between leaves batch files whose rows are
-already in some segments; the view, which still de-duplicates, shows the same rows, and the next merge takes
-them in again (merging a row twice changes nothing). Rows handed over in memory belong to a report file whose
-ledger row is written only after the merge, so a crash mid-merge has the file applied again.
+renamed over the old one; when every hour of the batch is renamed the folder is fsynced (once for them all),
+and only then are the batch files removed (and the folder fsynced again). A crash in between leaves batch
+files whose rows are already in some segments; the view, which still de-duplicates, shows the same rows, and
+the next merge takes them in again (merging a row twice changes nothing). Rows handed over in memory belong to
+a report file whose ledger row is written only after the merge, so a crash mid-merge has the file applied
+again.
 
 Merges of one partition are serialised by an exclusive `flock` on `.merge.lock` in its folder, which
 compaction takes too, so two threads or processes never merge the same day at once.
@@ -127,11 +128,13 @@ def merge_partition(
             else:
                 both, order = merge_order(table, base, new)
                 merged = both.take(order)
-            write_sorted(merged, directory, path.name)
+            write_sorted(merged, directory, path.name, sync_dir=False)
             cache.keep(path, merged)
             rows_in += hour_rows.num_rows + (0 if base is None else base.num_rows)
             rows_out += merged.num_rows
             segments += 1
+        if segments:
+            fsync_dir(directory)  # the renames are durable before a batch file goes
         for path in inputs:
             path.unlink(missing_ok=True)
         if inputs:
@@ -274,10 +277,10 @@ def _frame(rows: pa.Table) -> pl.DataFrame:
     return frame
 
 
-def write_sorted(rows: pa.Table, directory: Path, name: str) -> Path:
+def write_sorted(rows: pa.Table, directory: Path, name: str, *, sync_dir: bool = True) -> Path:
     """Publish `rows` as `directory/name` atomically: a hidden temp file written one row group of `ROW_GROUP_ROWS`
     at a time (each made contiguous, so the bytes depend on the values only), fsynced, renamed over the old
-    file; the folder fsynced."""
+    file; the folder fsynced, unless `sync_dir` is false (the caller fsyncs it after its last rename)."""
     final = directory / name
     temp = directory / f".{name}.tmp"  # the lake's temp-file pattern: the janitor removes one a crash left
     try:
@@ -289,7 +292,8 @@ def write_sorted(rows: pa.Table, directory: Path, name: str) -> Path:
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, final)
-        fsync_dir(directory)
+        if sync_dir:
+            fsync_dir(directory)
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)

@@ -1,14 +1,22 @@
 """Analyst SQL over the lake, read-only, without touching the writer's DuckDB file.
 
-Every reader gets its own in-memory DuckDB connection holding one view per table of `contracts.tables`, built
-when the connection opens, so files published since the last reader are seen and the writer's file lock is
-never taken. The connection may only read the lake root (`allowed_directories`), cannot reach any other file,
-and its settings are locked.
+A reader is an in-memory DuckDB holding one view per table of `contracts.tables`; it never takes the writer's
+file lock. It may only read the lake root (`allowed_directories`), cannot reach any other file, and its
+settings are locked.
+
+`run_query` keeps one reader per lake (and set of tables) in the process and runs each statement on a cursor of
+it, so a query does not pay for a new database, for creating the views, or for parsing the footers of files
+it has read before (`parquet_metadata_cache`). What a query sees is still the lake as it is when it runs: a
+view's glob is listed again by every query, a view is created again when its table gains its first file or
+loses its last, and DuckDB uses a cached footer only while the file's modification time is unchanged and more
+than 10 seconds old (a file replaced by a rename has a new one), otherwise it reads the footer again.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +27,7 @@ import duckdb
 
 from contracts.tables import TABLES, Table
 from warehouse.errors import QueryError, ReadOnlyQueryError
+from warehouse.lake import parquet_files
 from warehouse.views import quote_literal, view_sql
 
 READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
@@ -48,17 +57,21 @@ class QueryResult:
 
 
 def open_reader(
-    lake_root: Path, *, tables: Iterable[Table] | None = None, sandbox: bool = True
+    lake_root: Path, *, tables: Iterable[Table] | None = None, sandbox: bool = True, kept: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with a view for every table; close it when done.
 
     With `sandbox` (the default) it can read files under `lake_root` only and its settings are locked.
-    The session time zone is UTC.
+    The time zone is UTC (for its cursors too). A `kept` reader (one `run_query` reuses) caches the Parquet
+    footers it reads (see the module's docstring) and no file data.
     """
     root = lake_root.resolve()
     con = duckdb.connect(":memory:")
     try:
-        con.execute("SET TimeZone = 'UTC'")
+        con.execute("SET GLOBAL TimeZone = 'UTC'")
+        if kept:
+            con.execute("SET GLOBAL parquet_metadata_cache = true")
+            con.execute("SET GLOBAL enable_external_file_cache = false")
         for table in TABLES.values() if tables is None else tables:
             con.execute(view_sql(table, root))
         if sandbox:
@@ -121,15 +134,71 @@ def file_vanished(exc: BaseException) -> bool:
     return "No such file or directory" in text or "No files found" in text
 
 
+class _Reader:
+    """A sandboxed reader kept for `run_query`: the database, and which of its views read files."""
+
+    def __init__(self, root: Path, tables: tuple[Table, ...]) -> None:
+        self._root = root
+        self._tables = tables
+        self._with_files = {table.name: bool(parquet_files(root, table)) for table in tables}
+        self._lock = threading.Lock()
+        self.con = open_reader(root, tables=tables, kept=True)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor whose views match the lake now: a table that gained its first file or lost its last gets
+        its view again (a view made empty stays empty, a view over no file fails)."""
+        with self._lock:
+            for table in self._tables:
+                has_files = bool(parquet_files(self._root, table))
+                if has_files != self._with_files[table.name]:
+                    self.con.execute(view_sql(table, self._root, has_files=has_files))
+                    self._with_files[table.name] = has_files
+            return self.con.cursor()
+
+
+READERS_KEPT = 4
+"""Readers `run_query` keeps per process (one per lake and set of tables, the least recently used closed)."""
+
+_readers: dict[tuple[int, Path, tuple[str, ...] | None], _Reader] = {}
+_readers_lock = threading.Lock()
+
+
+def _reader(lake_root: Path, tables: Iterable[Table] | None) -> _Reader:
+    root = lake_root.resolve()
+    chosen = tuple(TABLES.values()) if tables is None else tuple(tables)
+    key = (os.getpid(), root, None if tables is None else tuple(t.name for t in chosen))
+    with _readers_lock:
+        reader = _readers.pop(key, None)
+        if reader is None:
+            reader = _Reader(root, chosen)
+        _readers[key] = reader  # the most recently used last
+        while len(_readers) > READERS_KEPT:
+            oldest = next(iter(_readers))
+            evicted = _readers.pop(oldest)
+            if oldest[0] == os.getpid():  # a forked child must not close its parent's database
+                evicted.con.close()  # a query running on a cursor keeps the database until it ends
+        return reader
+
+
+def forget_readers() -> None:
+    """Close the readers `run_query` keeps (the next query opens a new one)."""
+    with _readers_lock:
+        for (pid, _, _), reader in _readers.items():
+            if pid == os.getpid():
+                reader.con.close()
+        _readers.clear()
+
+
 def run_query(lake_root: Path, sql: str, *, tables: Iterable[Table] | None = None) -> QueryResult:
     """Run one read-only statement over the lake's views and return every row.
 
-    Compaction may remove a file between DuckDB listing and reading it; the query then runs again on the
-    new listing (the rows are the same, only the files changed).
+    It runs on a cursor of the reader kept for this lake (see the module's docstring). Compaction may remove a
+    file between DuckDB listing and reading it; the query then runs again on the new listing (the rows are the
+    same, only the files changed).
     """
     for attempt in range(VANISHED_FILE_RETRIES + 1):
         try:
-            con = open_reader(lake_root, tables=tables)
+            con = _reader(lake_root, tables).cursor()
         except duckdb.Error as exc:
             if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
                 time.sleep(0.02 * (attempt + 1))

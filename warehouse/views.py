@@ -68,15 +68,17 @@ def files_select_sql(table: Table, files: list[Path]) -> str:
 def merged_select_sql(table: Table, glob: str) -> str:
     """The rows `parquet_select_sql` gives, for a table merged on write: a row whose key no other row has is
     taken as it is; only the rows of keys held more than once are ranked (`QUALIFY`). Keys are told apart by
-    their hash first (a collision only sends rows to the ranking, which partitions by the key itself)."""
+    their hash first (a collision only sends rows to the ranking, which partitions by the key itself); the
+    hashes held more than once are counted once per query (a materialized CTE), not once per branch."""
     source = f"read_parquet({quote_literal(glob)}, hive_partitioning = false, union_by_name = true)"
     rows = f"({_typed_nulls(table)} WHERE false UNION ALL BY NAME SELECT * FROM {source})"
     key_hash = f"hash({', '.join(quote_identifier(name) for name in table.key)})"
-    held_twice = f"SELECT {key_hash} FROM {rows} GROUP BY ALL HAVING count(*) > 1"
+    held_twice = f"SELECT {key_hash} AS key_hash FROM {rows} GROUP BY ALL HAVING count(*) > 1"
     return (
-        f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} NOT IN ({held_twice})\n"
+        f"WITH held_twice AS MATERIALIZED ({held_twice})\n"
+        f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} NOT IN (SELECT key_hash FROM held_twice)\n"
         f"UNION ALL\n"
-        f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} IN ({held_twice})\n"
+        f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} IN (SELECT key_hash FROM held_twice)\n"
         f"QUALIFY {_first_per_key(table)} = 1"
     )
 

@@ -139,3 +139,32 @@ def test_readers_in_a_loop_see_no_errors_while_a_writer_publishes_30_batches(tmp
     assert all(count % per_batch == 0 for count in counts), "a reader saw part of a file"
     assert counts[-1] == batches * per_batch
     assert len(counts) > batches
+
+
+def test_run_query_sees_every_replacement_of_a_file_at_once(tmp_path: Path) -> None:
+    # run_query keeps its reader (and the Parquet footers it read) between queries: a file replaced under the same
+    # name, many times within a second, must be read as it is now.
+    writer = LakeWriter(tmp_path)
+    for n in range(1, 21):
+        writer.write(PURCHASES, [purchase(f"t{i}", f"{n}.0000") for i in range(n)], "b1")
+
+        result = run_query(tmp_path, "SELECT count(*), sum(total) FROM purchases")
+
+        assert result.rows == [(n, Decimal(n * n))]
+
+
+def test_run_query_sees_a_table_gain_its_first_file_and_lose_its_last(tmp_path: Path) -> None:
+    assert run_query(tmp_path, "SELECT count(*) FROM purchases").rows == [(0,)]
+
+    [published] = LakeWriter(tmp_path).write(PURCHASES, [purchase("t1")], "b1")
+    assert run_query(tmp_path, "SELECT count(*) FROM purchases").rows == [(1,)]
+
+    published.unlink()
+    assert run_query(tmp_path, "SELECT count(*) FROM purchases").rows == [(0,)]
+
+
+def test_run_query_reads_in_utc_with_its_settings_locked(tmp_path: Path) -> None:
+    run_query(tmp_path, "SELECT 1")  # the reader exists; the next statements run on cursors of it
+
+    assert run_query(tmp_path, "SELECT current_setting('TimeZone')").rows == [("UTC",)]
+    assert run_query(tmp_path, "SELECT current_setting('lock_configuration')").rows == [(True,)]
