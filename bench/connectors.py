@@ -209,10 +209,11 @@ class Server:
         return int(self.info["port"])
 
     def watch(self) -> list[str]:
-        """`--watch` arguments for the load generator: this server and its AWS child, if any."""
+        """`--watch` arguments for the load generator: this server and, for jwo, its AWS and relay children
+        (started in that order, so by increasing pid)."""
         out = [f"server={self.process.pid}"]
-        aws = [p for p in _children(self.process.pid) if "resource_tracker" not in _cmdline(p)]
-        out += [f"aws={pid}" for pid in aws[:1]]
+        children = sorted(p for p in _children(self.process.pid) if "resource_tracker" not in _cmdline(p))
+        out += [f"{name}={pid}" for name, pid in zip(("aws", "relay"), children, strict=False)]
         return out
 
 
@@ -473,7 +474,10 @@ def report_latency(t: Target, rate: float) -> None:
         figure(f"{t.name}_{pct}_ms_{at}", f"{lat[pct]:.2f}")
     figure(f"{t.name}_errors_{at}", run["errors"])
     figure(f"{t.name}_achieved_rps_{at}", f"{run['rps']:.0f}")
+    figure(f"{t.name}_loadgen_own_lag_p99_ms_{at}", f"{run['timer_lag_ms']['p99']:.2f}")
+    figure(f"{t.name}_loadgen_own_lag_max_ms_{at}", f"{run['timer_lag_ms']['max']:.2f}")
     figure(f"{t.name}_client_send_lag_p99_ms_{at}", f"{run['send_lag_ms']['p99']:.2f}")
+    figure(f"{t.name}_client_max_waiting_for_a_connection_{at}", run["max_waiting"])
     for who, pct in sorted(run["cpu_pct"].items()):
         figure(f"{t.name}_cpu_pct_{who}_{at}", pct)
     if run["errors"]:

@@ -24,3 +24,10 @@ class ConnectorSettings(BaseModel):
         default=1.0, gt=0, description="every answer this slow or slower is logged, whatever its status"
     )
     relay_max_backoff_seconds: float = Field(default=10.0, gt=0)
+    background_nice: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="niceness added to the relay process (and the embedded AWS): on a busy host the process "
+        "that answers Amazon gets the CPU first; the relay only has to keep up on average",
+    )

@@ -48,6 +48,8 @@ class RelayConfig:
     in_flight: int
     max_backoff: float
     poll_seconds: float = 0.02
+    nice: int = 0
+    """Added to the child's niceness before it starts a thread (every thread inherits it)."""
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -96,6 +98,8 @@ async def _serve(config: RelayConfig, conn: Connection, parent_pid: int, sent: S
 
 def _main(config: RelayConfig, conn: Connection, parent_pid: int, sent: Synchronized[int],
           errors: Synchronized[int]) -> None:  # fmt: skip
+    if config.nice:
+        os.nice(config.nice)
     logs.configure(config.log_level, config.log_format)
     try:
         eventloop.run(_serve(config, conn, parent_pid, sent, errors))

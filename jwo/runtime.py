@@ -13,6 +13,8 @@ import contextlib
 import functools
 import gc
 import logging
+import multiprocessing
+import os
 import socket
 import sys
 import threading
@@ -105,6 +107,21 @@ async def aws(settings: Settings) -> AsyncIterator[Aws]:
         yield Aws(embedded.endpoint, resources, embedded)
     finally:
         embedded.stop()
+
+
+def _lower_priority(child_name: str, by: int) -> None:
+    """Add `by` to the niceness of every thread of our child process `child_name` (Linux keeps one per
+    thread; threads it starts later inherit their creator's)."""
+    for child in multiprocessing.active_children():
+        if child.name != child_name or child.pid is None:
+            continue
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
+        except OSError:  # not Linux
+            return
+        for tid in tids:
+            with contextlib.suppress(OSError):  # the thread is gone
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -483,9 +500,12 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                     max_backoff=cs.relay_max_backoff_seconds,
                     log_level=settings.log_level,
                     log_format=settings.log_format,
+                    nice=cs.background_nice,
                 )
             )
             stack.callback(relay.kill)
+            if cloud.embedded is not None:
+                _lower_priority("jwo-moto", cs.background_nice)
             await relay.ready()
             relay_counters = relay  # a name the metrics closure sees as never None
 
@@ -528,6 +548,9 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                     raise RuntimeError("the connector server stopped during start-up")
                 await asyncio.sleep(0.01)
             log.info("connectors listening", extra={"url": pipeline.base_url})
+            # What start-up built (modules, the app and its models, the directory) lives as long as the
+            # process: keep it out of the cyclic collector's full scans, each a pause of every request.
+            gc.freeze()
 
         if consumers:  # the lake's one writer also runs reconciliation
             job = build_job(settings.lake_dir, store, settings.reconcile)

@@ -369,6 +369,10 @@ async def open_loop(
     free: collections.deque[_Connection] = collections.deque()
     waiting: collections.deque[tuple[bytes, int, int, float]] = collections.deque()
     send_lag: list[float] = []
+    """Scheduled time to the write: the generator's own lateness plus any wait for a free connection."""
+    timer_lag: list[float] = []
+    """Scheduled time to when the generator got to that request: its own lateness only (its loop woke
+    late, or it was busy or descheduled), whatever the server does."""
     max_waiting = 0
     total = round(rate * duration)
     sent = answered = 0
@@ -408,6 +412,7 @@ async def open_loop(
         now = clock()
         while sent < total and start + sent * interval <= now:
             scheduled = start + sent * interval
+            timer_lag.append(now - scheduled)
             data, route, expect = factory.next()
             if free:
                 send_lag.append(now - scheduled)
@@ -428,6 +433,7 @@ async def open_loop(
             conn.transport.close()
     result = stats.summary(end - start)
     lag = sorted(send_lag)
+    own = sorted(timer_lag)
     result.update(
         mode="open",
         offered_rps=rate,
@@ -437,6 +443,11 @@ async def open_loop(
             "p50": _ms(_percentile(lag, 50)),
             "p99": _ms(_percentile(lag, 99)),
             "max": _ms(lag[-1] if lag else 0),
+        },
+        timer_lag_ms={
+            "p50": _ms(_percentile(own, 50)),
+            "p99": _ms(_percentile(own, 99)),
+            "max": _ms(own[-1] if own else 0),
         },
         max_waiting=max_waiting,
         cpu_pct=cpu_pct,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import signal
 import socket
@@ -98,6 +99,7 @@ async def serve_echo() -> None:
             await task
             raise RuntimeError("the echo server stopped during start-up")
         await asyncio.sleep(0.01)
+    gc.freeze()  # as `jwo serve` does once it listens
     _ready({"port": sock.getsockname()[1]})
     await _stop_requested()
     server.should_exit = True

@@ -164,6 +164,39 @@ def test_concurrent_commits_of_one_key_in_one_group_keep_the_first(outbox: Sqlit
     assert [p.message_id for p in outbox.pending(10)] == ["r0-0"]
 
 
+def test_a_group_mixing_recorded_and_new_keys_answers_each_and_queues_only_the_new_in_order(db: Path) -> None:
+    earlier = SqliteOutbox(db, commit_timeout=2.0)  # another process's life: this one does not remember it
+    try:
+        recorded = [n for n in range(0, 600, 3)]
+        for n in recorded:
+            asyncio.run(commit(earlier, f"trip-{n}", records(f"old{n}", 1), StoredResponse(f"old{n}", 201, b"{}")))
+    finally:
+        earlier.close()
+    box = SqliteOutbox(db, commit_timeout=2.0)
+
+    async def scenario() -> list[StoredResponse]:
+        lock = WriteLock(db)
+        tasks = [
+            asyncio.ensure_future(
+                commit(box, f"trip-{n}", records(f"new{n}", 2), StoredResponse(f"new{n}", 201, b"{}"))
+            )
+            for n in range(600)
+        ]
+        await asyncio.sleep(0.05)  # all 600 wait behind the lock: one or two groups, several statements each
+        lock.release()
+        return list(await asyncio.gather(*tasks))
+
+    try:
+        answers = asyncio.run(scenario())
+        pending = [p.message_id for p in box.pending(5000)]
+    finally:
+        box.close()
+
+    assert [a.fingerprint for a in answers] == [f"old{n}" if n % 3 == 0 else f"new{n}" for n in range(600)]
+    fresh = [n for n in range(600) if n % 3]
+    assert pending == [f"old{n}-0" for n in recorded] + [f"new{n}-{i}" for n in fresh for i in range(2)]
+
+
 # --- a slow disk is a fast 500 -------------------------------------------------------------------
 
 
