@@ -38,7 +38,7 @@ from simulator.settlement import SettlementKey
 from warehouse.errors import QueryError
 from warehouse.lake import LakeWriter, parquet_files
 from warehouse.merge import file_lock
-from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, open_reader, run_query
+from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, lock_down, open_reader, run_query
 from warehouse.render import render
 from warehouse.views import empty_select_sql, parquet_glob, quote_literal
 
@@ -197,13 +197,10 @@ class LakeFacts:
         con = open_reader(self._root, sandbox=False)
         spill = Path(tempfile.mkdtemp(prefix="jwo-reconcile-"))
         weakref.finalize(con, shutil.rmtree, spill, True)
-        allowed = ", ".join(quote_literal(p.resolve().as_posix() + "/") for p in (self._root, spill))
         try:
             con.execute(f"SET memory_limit = '{self._memory_limit_mb}MB'")
             con.execute(f"SET temp_directory = {quote_literal(spill.as_posix())}")
-            con.execute(f"SET allowed_directories = [{allowed}]")
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+            lock_down(con, [self._root, spill])
         except BaseException:
             con.close()
             raise

@@ -18,7 +18,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -75,13 +75,19 @@ def open_reader(
         for table in TABLES.values() if tables is None else tables:
             con.execute(view_sql(table, root))
         if sandbox:
-            con.execute(f"SET allowed_directories = [{quote_literal(root.as_posix() + '/')}]")
-            con.execute("SET enable_external_access = false")
-            con.execute("SET lock_configuration = true")
+            lock_down(con, [root])
     except BaseException:
         con.close()
         raise
     return con
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, allowed: Sequence[Path]) -> None:
+    """Let `con` read and write files under the `allowed` folders only, and lock its settings."""
+    listed = ", ".join(quote_literal(p.resolve().as_posix() + "/") for p in allowed)
+    con.execute(f"SET allowed_directories = [{listed}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
 
 
 def check_read_only(sql: str, con: duckdb.DuckDBPyConnection) -> None:
