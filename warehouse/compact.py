@@ -27,7 +27,7 @@ from warehouse.merge import has_segments, partition_lock
 from warehouse.views import files_select_sql, quote_literal
 
 MIN_ROWS = 100_000
-ROW_GROUP_ROWS = 1_000_000
+ROW_GROUP_ROWS = 131_072
 COMPACTED_PREFIX = "part-c-"
 
 

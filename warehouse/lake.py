@@ -52,6 +52,10 @@ _TZINFO = attrgetter("tzinfo")
 _ZONE_TYPES = frozenset({timezone, type(TzInfo(0)), ZoneInfo})
 """tzinfo classes whose `utcoffset` is never None: an aware datetime stays aware."""
 PUBLISH_THREADS = 4
+ROW_GROUP_ROWS = 131_072
+"""Rows per Parquet row group of a published file (at least 100k, STYLE.md). DuckDB reads a file's row groups in
+parallel and one row group on one thread, so a file of a million rows in one group (pyarrow's default) was read on
+one core of two: a reconcile run's facts (bench/reconcile.py, 2026-12-03)."""
 DICTIONARY_MIN_ROWS = 100_000
 """Files with fewer rows are written without dictionary encoding: a batch's files (a few thousand rows, rewritten
 by compaction into row groups of at least 100k rows) came out ~7% smaller without it and cost ~25% less CPU to
@@ -145,6 +149,8 @@ def split_by_day(table: Table, frame: pa.Table) -> list[tuple[date, pa.Table]]:
     distinct = sorted(pc.unique(days).to_pylist())
     if len(distinct) == 1:
         return [(distinct[0], frame)]
+    # One chunk first: filtering a table of many small chunks (as DuckDB hands them over) costs per chunk.
+    frame, days = frame.combine_chunks(), days.combine_chunks()
     return [(day, frame.filter(pc.equal(days, pa.scalar(day, pa.date32())))) for day in distinct]
 
 
@@ -283,7 +289,11 @@ class LakeWriter:
             _make_dirs(directory)
             with open(temp, "wb") as out:
                 pq.write_table(
-                    frame, out, compression=COMPRESSION, use_dictionary=frame.num_rows >= DICTIONARY_MIN_ROWS
+                    frame,
+                    out,
+                    compression=COMPRESSION,
+                    use_dictionary=frame.num_rows >= DICTIONARY_MIN_ROWS,
+                    row_group_size=ROW_GROUP_ROWS,
                 )
                 out.flush()
                 os.fsync(out.fileno())

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from contracts.tables import PURCHASES, TABLES, Kind, Table
 from warehouse.errors import LakeWriteError
-from warehouse.lake import LakeWriter, janitor, parquet_files, temp_name
+from warehouse.lake import ROW_GROUP_ROWS, LakeWriter, janitor, parquet_files, temp_name
 from warehouse.query import QueryResult, run_query
 
 Row = Mapping[str, object]
@@ -79,6 +79,33 @@ def test_a_batch_is_one_zstd_file_per_utc_day(tmp_path: Path) -> None:
     metadata = pq.ParquetFile(files[0]).metadata
     assert metadata.row_group(0).column(0).compression == "ZSTD"
     assert pq.read_schema(files[0]).remove_metadata() == PURCHASES.arrow_schema()
+
+
+def test_a_large_file_is_written_in_row_groups_duckdb_can_read_in_parallel(tmp_path: Path) -> None:
+    rows = 2 * ROW_GROUP_ROWS + 5
+    frame = pa.table(
+        {
+            "shopping_trip_id": [f"t{i}" for i in range(rows)],
+            "end_time": pa.array([datetime(2024, 5, 1, 12, tzinfo=UTC)] * rows, pa.timestamp("us", tz="UTC")),
+        }
+    )
+    frame = pa.Table.from_arrays(
+        [
+            frame.column(f.name) if f.name in frame.column_names else pa.nulls(rows, f.type)
+            for f in PURCHASES.arrow_schema()
+        ],
+        schema=PURCHASES.arrow_schema(),
+    )
+
+    [file] = LakeWriter(tmp_path).write_arrow(PURCHASES, frame, "big")
+
+    metadata = pq.ParquetFile(file).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [
+        ROW_GROUP_ROWS,
+        ROW_GROUP_ROWS,
+        5,
+    ]
+    assert ROW_GROUP_ROWS >= 100_000
 
 
 def test_writing_no_rows_publishes_nothing(tmp_path: Path) -> None:
