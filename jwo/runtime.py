@@ -49,6 +49,7 @@ from jwo.loops import BackgroundLoop
 from jwo.payments import run_sender
 from jwo.reconcile_facts import build_job, run_on_schedule
 from jwo.relay_process import RelayConfig, RelayProcess
+from jwo.serving import JoinedWritesHttpToolsProtocol
 from jwo.settings import Settings
 from warehouse.compact import compact_table
 from warehouse.duck_writer import WarehouseDb
@@ -530,6 +531,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                     lifespan="off",
                     timeout_graceful_shutdown=5,
                     timeout_keep_alive=75,  # above a load balancer's idle timeout (ALB: 60 s), or it sees 502s
+                    http=JoinedWritesHttpToolsProtocol,  # an answer's head and body in one send
                 )
             )
             pipeline.directory, pipeline.service, pipeline.app = directory, service, app
