@@ -112,6 +112,7 @@ class LakeFacts:
         else:
             scope = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
         in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
+        out_of_scope = "select 1 from scope s where s.shopping_trip_id = {table}.shopping_trip_id"
         purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
         con = self._open(
             [
@@ -125,10 +126,12 @@ class LakeFacts:
                 ),
                 f"create temp table scope as select distinct shopping_trip_id from ({scope}) "
                 "where shopping_trip_id is not null",
-                f"create temp table purchased as select {', '.join(purchases)} from _purchases where {in_scope}",
-                "drop table _purchases",
-                f"create temp table payments as select {', '.join(payments)} from _payments where {in_scope}",
-                "drop table _payments",
+                # Narrowed in place (a full day keeps nearly every row: a copy would cost more than the delete).
+                f"delete from _purchases where not exists ({out_of_scope.format(table='_purchases')})",
+                "alter table _purchases drop column created_at",
+                "alter table _purchases rename to purchased",
+                f"delete from _payments where not exists ({out_of_scope.format(table='_payments')})",
+                "alter table _payments rename to payments",
                 f"create temp table reported as select shopping_trip_id, reported, reported_at from _reported "
                 f"where {in_scope}",
                 "create temp table cancelled as select shopping_trip_id, requested_at as cancelled_at "
