@@ -112,7 +112,7 @@ class LakeFacts:
         else:
             scope = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
         in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
-        out_of_scope = "select 1 from scope s where s.shopping_trip_id = {table}.shopping_trip_id"
+        scope_row = "select 1 from scope s where s.shopping_trip_id = {table}.shopping_trip_id"
         purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
         con = self._open(
             [
@@ -127,10 +127,10 @@ class LakeFacts:
                 f"create temp table scope as select distinct shopping_trip_id from ({scope}) "
                 "where shopping_trip_id is not null",
                 # Narrowed in place (a full day keeps nearly every row: a copy would cost more than the delete).
-                f"delete from _purchases where not exists ({out_of_scope.format(table='_purchases')})",
+                f"delete from _purchases where not exists ({scope_row.format(table='_purchases')})",
                 "alter table _purchases drop column created_at",
                 "alter table _purchases rename to purchased",
-                f"delete from _payments where not exists ({out_of_scope.format(table='_payments')})",
+                f"delete from _payments where not exists ({scope_row.format(table='_payments')})",
                 "alter table _payments rename to payments",
                 f"create temp table reported as select shopping_trip_id, reported, reported_at from _reported "
                 f"where {in_scope}",

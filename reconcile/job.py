@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -150,7 +150,7 @@ class ReconcileJob:
                 continue
             rows = batch[table]
             if isinstance(rows, ArrowRows) and len(rows.pieces) == 1:
-                _hash_arrow(digest, rows.table)
+                digest.update(_ipc_bytes(rows.table))
                 continue
             for row in rows:
                 digest.update(repr(sorted(row.items(), key=lambda kv: kv[0])).encode())
@@ -159,13 +159,13 @@ class ReconcileJob:
         return batch_id
 
 
-def _hash_arrow(digest: Any, table: pa.Table) -> None:
-    """Feed an Arrow table to `digest` as its IPC stream (one record batch): the same rows in the same order give
-    the same bytes, without a Python object per value (a run's debts and alerts are tens of thousands of rows)."""
+def _ipc_bytes(table: pa.Table) -> memoryview:
+    """An Arrow table as its IPC stream (one record batch), to hash: the same rows in the same order give the same
+    bytes, without a Python object per value (a run's debts and alerts are tens of thousands of rows)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table.combine_chunks())
-    digest.update(memoryview(sink.getvalue()))
+    return memoryview(sink.getvalue())
 
 
 def _with(table: pa.Table, name: str, value: datetime) -> pa.Table:

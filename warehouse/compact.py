@@ -22,12 +22,11 @@ import pyarrow.parquet as pq
 
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
-from warehouse.lake import COMPRESSION, fsync_dir
+from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir
 from warehouse.merge import has_segments, partition_lock
 from warehouse.views import files_select_sql, quote_literal
 
 MIN_ROWS = 100_000
-ROW_GROUP_ROWS = 131_072
 COMPACTED_PREFIX = "part-c-"
 
 

@@ -46,12 +46,10 @@ import pyarrow.parquet as pq
 
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
-from warehouse.lake import COMPRESSION, fsync_dir
+from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir
 
 SEGMENT_PREFIX = "part-current-"
 LOCK_NAME = ".merge.lock"
-ROW_GROUP_ROWS = 131_072
-"""Rows per row group of a segment: fixed, so the bytes depend on the rows only."""
 MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
 """Tables whose days are kept merged on write (their view ranks only keys held more than once)."""
 
