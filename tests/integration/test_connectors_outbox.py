@@ -112,6 +112,24 @@ def test_the_second_commit_of_a_key_returns_the_first_answer_and_adds_nothing(ou
     assert [p.message_id for p in outbox.pending(10)] == ["a-0"]
 
 
+def test_the_answers_kept_in_memory_are_the_latest_ones(db: Path) -> None:
+    box = SqliteOutbox(db, recent_capacity=1000)
+
+    async def many(start: int, count: int) -> None:
+        await asyncio.gather(*(commit(box, f"trip-{n}", records(f"m{n}", 1)) for n in range(start, start + count)))
+
+    try:
+        for start in range(0, 6000, 500):  # from the 1,001st on, every commit evicts the oldest answer
+            asyncio.run(many(start, 500))
+        kept = [n for n in range(6000) if box.recall("purchases", f"trip-{n}") is not None]
+        on_disk = box.lookup("purchases", "trip-0")
+    finally:
+        box.close()
+
+    assert kept == list(range(5000, 6000))
+    assert on_disk == ANSWER  # forgotten by the memory only
+
+
 def test_a_database_error_becomes_outbox_unavailable(outbox: SqliteOutbox, db: Path) -> None:
     with sqlite3.connect(db) as other:
         other.execute("DROP TABLE outbox")
