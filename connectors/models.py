@@ -54,6 +54,9 @@ def _check_base64(value: str) -> str:
 
 
 Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN)]
+RequestId = Annotated[str, StringConstraints(pattern=UUID_PATTERN), Field(exclude=True)]
+"""A request's `requestId`: new on every retry, so left out of the request's serialization, which is what
+an idempotency key's body is compared by (`connectors.service.fingerprint`)."""
 Timestamp = Annotated[datetime, BeforeValidator(_parse_timestamp)]
 Id255 = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 Opt255 = Annotated[str, StringConstraints(max_length=255)]
@@ -81,7 +84,7 @@ class ScanEvent(_Request):
 
 
 class ResolveScanRequest(_Request):
-    requestId: Uuid
+    requestId: RequestId
     storeId: Id255
     scanEvent: ScanEvent
 
@@ -102,7 +105,7 @@ class AuthEvent(_Request):
 
 
 class VerifyIdentityKeysRequest(_Request):
-    requestId: Uuid
+    requestId: RequestId
     identityKey: Base64Key
     storeId: Id255
     authEvent: AuthEvent
@@ -122,7 +125,7 @@ class VerifyIdentityKeysResponse(BaseModel):
 
 
 class GetShopperRequest(_Request):
-    requestId: Uuid
+    requestId: RequestId
     shopperKey: NonEmpty1000
     shopperKeyType: Literal["QR_CODE", "PHONE_NUMBER"] = "QR_CODE"
     storeId: Id255
@@ -201,7 +204,7 @@ class PaymentSource(_Request):
 
 
 class CreatePurchasesRequest(_Request):
-    requestId: Uuid
+    requestId: RequestId
     idempotentShoppingTripId: Id255
     storeId: Id255
     shoppingTrip: ShoppingTrip

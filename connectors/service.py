@@ -27,12 +27,14 @@ from connectors.directory import phone_digits
 from connectors.encode import records, uuid5
 from connectors.errors import OutboxUnavailableError
 from connectors.ports import Outbox, OutboxRecord, RetailerDirectory, Shopper, StoredResponse
-from connectors.pricing import UNKNOWN_LINE, CatalogItem, price_line
+from connectors.pricing import UNKNOWN_LINE, CatalogItem, PricedLine, price_line
 from contracts.messages import MessageType
 
 Route = Literal["scan", "identity_keys", "shopper", "purchases"]
 _PURCHASE_NAMESPACE = uuid.UUID("1d0f4a52-3c1e-4b8e-b1a5-7f3f6e0f2c11").bytes
 _UUID = re.compile(models.UUID_PATTERN)
+_PRICED_KEPT = 4096
+"""Priced lines kept (`ConnectorService._price`): a store's catalog in its usual quantities."""
 _SCAN_TYPES = {"SHOPPER": "SHOPPER", "ASSOCIATE": "ASSOCIATE", "CASH_SHOPPER": "CASH"}
 
 
@@ -50,10 +52,28 @@ class _Decision:
     """The queue messages, encoded (`connectors.encode`)."""
 
 
+_FINGERPRINT = "2:"
+"""Marks this version's fingerprints, which an idempotency record made before it does not have."""
+
+
 def fingerprint(request: BaseModel) -> str:
-    """Hash of the request without `requestId` and without unknown fields (they were dropped)."""
+    """Hash of the request as its model serializes it to JSON: the fields in their declared order, without
+    unknown fields (dropped when parsed) and without `requestId` (excluded by the models)."""
+    return _FINGERPRINT + hashlib.sha256(request.__pydantic_serializer__.to_json(request)).hexdigest()
+
+
+def legacy_fingerprint(request: BaseModel) -> str:
+    """The fingerprint of records made before `_FINGERPRINT` (sorted-key JSON of the Python dump): they are
+    kept 48 hours, and a retry of one must still match it."""
     canonical = orjson.dumps(request.model_dump(mode="json", exclude={"requestId"}), option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
+
+
+def same_request(stored_fingerprint: str, fp: str, request: BaseModel) -> bool:
+    """Whether a stored record's request is `request` (whose `fingerprint` is `fp`)."""
+    if stored_fingerprint == fp:
+        return True
+    return not stored_fingerprint.startswith(_FINGERPRINT) and stored_fingerprint == legacy_fingerprint(request)
 
 
 def decode_key(value: str) -> str | None:
@@ -96,6 +116,8 @@ class ConnectorService:
         self._producer = producer
         self._default_currency = default_currency
         self._inflight: dict[tuple[str, str], asyncio.Future[StoredResponse | None]] = {}
+        self._priced: dict[tuple[int, str, str], tuple[CatalogItem | None, PricedLine, dict[str, Any]]] = {}
+        """`_price`'s lines: (id of the catalog item, quantity, unit) → (the item, its price, its fields)."""
 
     # -- idempotency ------------------------------------------------------------------------------
 
@@ -103,13 +125,13 @@ class ConnectorService:
         fp = fingerprint(request)
         stored = self._outbox.recall(route, key)
         if stored is not None:
-            return self._replay(stored, fp, key)
+            return self._replay(stored, fp, key, request)
         inflight = self._inflight.get((route, key))
         if inflight is not None:
             winner = await asyncio.shield(inflight)
             if winner is None:
                 raise OutboxUnavailableError("the first attempt with this key failed to record")
-            return self._replay(winner, fp, key)
+            return self._replay(winner, fp, key, request)
         future: asyncio.Future[StoredResponse | None] = asyncio.get_running_loop().create_future()
         self._inflight[(route, key)] = future
         try:
@@ -123,11 +145,11 @@ class ConnectorService:
         finally:
             del self._inflight[(route, key)]
         future.set_result(stored)
-        return self._replay(stored, fp, key)
+        return self._replay(stored, fp, key, request)
 
     @staticmethod
-    def _replay(stored: StoredResponse, fp: str, key: str) -> Answer:
-        if stored.fingerprint != fp:
+    def _replay(stored: StoredResponse, fp: str, key: str, request: BaseModel) -> Answer:
+        if not same_request(stored.fingerprint, fp, request):
             message = f"idempotency key {key!r} was already used with a different request body"
             return Answer(400, _json({"message": message}))
         return Answer(stored.status, stored.body)
@@ -244,6 +266,33 @@ class ConnectorService:
 
     # -- ordering ---------------------------------------------------------------------------------
 
+    def _price(self, item: CatalogItem | None, value: str, unit: str) -> tuple[PricedLine, dict[str, Any]]:
+        """A line's price, and its message fields from `sku` to `known`: the same for every cart with this
+        catalog item in this quantity, so kept for the ones seen last. A hit is checked by identity, so an
+        item the catalog has changed since (a new object) is priced again."""
+        key = (id(item), value, unit)
+        hit = self._priced.get(key)
+        if hit is not None and hit[0] is item:
+            return hit[1], hit[2]
+        quantity = Decimal(value)
+        priced = price_line(item, quantity) if item else UNKNOWN_LINE
+        fields = {
+            "sku": item.sku if item else None,
+            "name": item.name if item else None,
+            "quantity": str(quantity),
+            "unit": unit,
+            "unit_price": str(item.unit_price) if item else None,
+            "amount": str(priced.amount),
+            "discount": str(priced.discount),
+            "tax": str(priced.tax),
+            "line_total": str(priced.line_total),
+            "known": item is not None,
+        }
+        if len(self._priced) >= _PRICED_KEPT:
+            self._priced.clear()
+        self._priced[key] = (item, priced, fields)
+        return priced, fields
+
     def _lookup(self, store_id: str, item: models.CartItem) -> CatalogItem | None:
         if item.type == "SKU":
             return self._directory.item_by_sku(store_id, item.id)
@@ -259,9 +308,8 @@ class ConnectorService:
             currency: str | None = None
             subtotal = promotions = tax = total = Decimal(0)
             for n, cart_item in enumerate(req.cartItems, start=1):
-                quantity = Decimal(cart_item.quantity.value)
                 found = self._lookup(req.storeId, cart_item)
-                priced = price_line(found, quantity) if found else UNKNOWN_LINE
+                priced, fields = self._price(found, cart_item.quantity.value, cart_item.quantity.unit)
                 if found is None:
                     what = "SKU" if cart_item.type == "SKU" else "barcode"
                     unknown.append(
@@ -277,24 +325,14 @@ class ConnectorService:
                 promotions += priced.discount
                 tax += priced.tax
                 total += priced.line_total
-                lines.append(  # a contracts.messages.PurchaseLine
-                    {
-                        "line_no": n,
-                        "line_item_id": cart_item.lineItemId,
-                        "item_id": cart_item.id,
-                        "item_type": cart_item.type,
-                        "sku": found.sku if found else None,
-                        "name": found.name if found else None,
-                        "quantity": str(quantity),
-                        "unit": cart_item.quantity.unit,
-                        "unit_price": str(found.unit_price) if found else None,
-                        "amount": str(priced.amount),
-                        "discount": str(priced.discount),
-                        "tax": str(priced.tax),
-                        "line_total": str(priced.line_total),
-                        "known": found is not None,
-                    }
-                )
+                line = {  # a contracts.messages.PurchaseLine
+                    "line_no": n,
+                    "line_item_id": cart_item.lineItemId,
+                    "item_id": cart_item.id,
+                    "item_type": cart_item.type,
+                }
+                line.update(fields)
+                lines.append(line)
             scan_events = [a for a in req.shoppingTrip.authEvents if a.payloadType == "SCAN_CODE"]
             shopper_id = next((a.scanResult.id for a in scan_events if a.scanResult and a.scanResult.id), None)
             if shopper_id is None and scan_events and req.shopperIdentity:

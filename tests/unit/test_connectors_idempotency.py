@@ -20,7 +20,7 @@ from connectors.directory import CachedDirectory
 from connectors.errors import OutboxUnavailableError
 from connectors.fakes import MemoryOutbox, MemorySource
 from connectors.ports import OutboxRecord, StoredResponse
-from connectors.service import Answer, ConnectorService, fingerprint, purchase_id_for
+from connectors.service import Answer, ConnectorService, fingerprint, legacy_fingerprint, purchase_id_for
 from connectors.settings import ConnectorSettings
 from contracts.messages import decode_envelope
 from tests.conftest import NOW, b64, cart_item, identity_keys_body, new_id, purchase_body, scan_body, shopper_body
@@ -177,6 +177,35 @@ def test_bodies_that_differ_only_in_request_id_and_unknown_fields_share_a_finger
 
     assert fingerprint(parse(body)) == fingerprint(parse(same))
     assert fingerprint(parse(body)) != fingerprint(parse(other))
+
+
+def test_a_retry_of_a_request_recorded_with_the_previous_fingerprint_gets_its_answer(
+    client: TestClient, outbox: MemoryOutbox
+) -> None:
+    """Records made before the fingerprint changed are kept 48 hours: their retries must still match."""
+    body = purchase_body(trip_id="trip-legacy")
+    request = models.CreatePurchasesRequest.model_validate(body)
+    stored = b'{"purchaseId":"recorded-before"}'
+    outbox.responses[("purchases", "trip-legacy")] = StoredResponse(legacy_fingerprint(request), 201, stored)
+    changed = retry_of(body, storeId="store-2")
+
+    retry = client.post(PURCHASES, json=retry_of(body))
+    other = client.post(PURCHASES, json=changed)
+
+    assert legacy_fingerprint(request) != fingerprint(request)
+    assert (retry.status_code, retry.content) == (201, stored)
+    assert other.status_code == 400
+    assert "already used with a different request body" in other.json()["message"]
+    assert outbox.messages == []
+
+
+def test_the_fingerprint_leaves_out_the_request_id_but_not_a_changed_field() -> None:
+    body = scan_body(b64("key-1"))
+    parse = models.ResolveScanRequest.model_validate
+
+    assert fingerprint(parse(body)) == fingerprint(parse(retry_of(body)))
+    assert fingerprint(parse(body)) != fingerprint(parse(retry_of(body, storeId="store-2")))
+    assert parse(body).requestId == body["requestId"]
 
 
 def test_an_unrecorded_request_answers_500_and_its_retry_is_recorded_once(

@@ -291,3 +291,24 @@ def test_a_cart_too_large_for_one_queue_message_is_accepted_and_queued_in_parts(
     assert sorted(int(row["line_no"]) for row in rows) == list(range(1, 1601))  # type: ignore[call-overload]
     bad_items = [item for e in decoded if e.type == "bad_cart" for item in e.payload["items"]]
     assert len(bad_items) == 100
+
+
+def test_a_price_changed_in_the_catalog_prices_the_next_cart_anew(source: MemorySource, outbox: MemoryOutbox) -> None:
+    """Priced lines are kept for the items seen last: the same cart twice is priced alike, and once the
+    catalog changes an item's price, the next cart has the new one."""
+    directory = CachedDirectory(source)
+    shop = TestClient(create_app(ConnectorService(directory, outbox, lambda: NOW), ConnectorSettings()))
+    cart = [cart_item("sku-apple", "2", line="l-1"), cart_item("sku-apple", "2", line="l-2")]
+
+    def totals(trip: str) -> list[tuple[Decimal, Decimal, Decimal]]:
+        outbox.messages.clear()
+        assert shop.post(PURCHASES, json=purchase_body(cart, trip_id=trip)).status_code == 201
+        return [(line.unit_price or D(0), line.amount, line.tax) for line in purchase_of(outbox).lines]
+
+    before, again = totals("trip-a"), totals("trip-b")
+    source.upsert_catalog([(CatalogItem("store-1", "sku-apple", "Apple", D("1.49"), "USD", D("0.0625")), [])])
+    directory.refresh()
+    after = totals("trip-c")
+
+    assert before == again == [(D("0.99"), D("1.98"), D("0.12"))] * 2
+    assert after == [(D("1.49"), D("2.98"), D("0.19"))] * 2
