@@ -102,6 +102,10 @@ class Metrics:
         self.outbox_age = Gauge(
             "jwo_outbox_oldest_age_seconds", "Age of the oldest unsent outbox message", registry=self.registry
         )
+        self.outbox_parked = Gauge(
+            "jwo_outbox_parked", "Outbox messages the queue refused for good, set aside with the reason",
+            registry=self.registry,
+        )  # fmt: skip
         self.relay_errors = Gauge("jwo_relay_errors", "Relay send failures since start", registry=self.registry)
         self.relay_sent = Gauge("jwo_relay_sent", "Messages the relay put on the queue", registry=self.registry)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Literal
 
 from connectors.directory import Snapshot
-from connectors.ports import BadDebt, OutboxRecord, PendingMessage, Shopper, StoredResponse
+from connectors.ports import BadDebt, OutboxRecord, PendingMessage, Sent, Shopper, StoredResponse
 from connectors.pricing import CatalogItem
 
 
@@ -108,6 +108,8 @@ class MemoryOutbox:
         self.responses: dict[tuple[str, str], StoredResponse] = {}
         self.messages: list[PendingMessage] = []
         self.sent: set[int] = set()
+        self.set_aside: dict[int, str] = {}
+        """Parked messages: seq → the queue's reason."""
         self.fail: Exception | None = None
 
     def lookup(self, route: str, key: str) -> StoredResponse | None:
@@ -130,24 +132,35 @@ class MemoryOutbox:
         return response
 
     def pending(self, limit: int) -> list[PendingMessage]:
-        return [m for m in self.messages if m.seq not in self.sent][:limit]
+        return [m for m in self.messages if m.seq not in self.sent and m.seq not in self.set_aside][:limit]
 
     def mark_sent(self, seqs: Sequence[int]) -> None:
         self.sent.update(seqs)
 
+    def park(self, refused: Sequence[tuple[int, str]]) -> None:
+        self.set_aside.update(refused)
+
+    def parked(self) -> int:
+        return len(self.set_aside)
+
     def stats(self, now: datetime) -> tuple[int, float]:
-        return len(self.messages) - len(self.sent), 0.0
+        return len(self.messages) - len(self.sent) - len(self.set_aside), 0.0
 
 
 class MemoryPublisher:
-    """Implements `QueuePublisher`; `down` makes every send raise."""
+    """Implements `QueuePublisher`; `down` makes every send raise; a message whose body contains `refuse`
+    is refused for good, as SQS refuses a sender fault."""
 
-    def __init__(self) -> None:
+    def __init__(self, refuse: bytes | None = None) -> None:
         self.bodies: list[bytes] = []
         self.down: Exception | None = None
+        self.refuse = refuse
 
-    async def send_batch(self, messages: Sequence[PendingMessage]) -> list[int]:
+    async def send_batch(self, messages: Sequence[PendingMessage]) -> Sent:
         if self.down is not None:
             raise self.down
-        self.bodies.extend(m.body for m in messages)
-        return [m.seq for m in messages]
+        refuse = self.refuse
+        refused = [(m.seq, "InvalidMessageContents: refused") for m in messages if refuse and refuse in m.body]
+        taken = [m for m in messages if not (refuse and refuse in m.body)]
+        self.bodies.extend(m.body for m in taken)
+        return Sent([m.seq for m in taken], refused)

@@ -6,7 +6,7 @@ Each has a real adapter (`adapters/`) and an in-memory fake (`fakes.py`) behind 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal, Protocol
@@ -113,17 +113,44 @@ class PendingMessage:
     body: bytes
 
 
+@dataclass(frozen=True)
+class Sent:
+    """What the queue made of a batch: the seqs it accepted, and those it refused for good (the message
+    itself is at fault, e.g. SQS's `SenderFault`), each with the queue's reason. Any seq in neither list
+    was not sent and stays pending."""
+
+    accepted: list[int]
+    refused: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParkedMessage:
+    seq: int
+    message_id: str
+    reason: str
+    parked_at: datetime
+
+
 class OutboxQueue(Protocol):
     """The relay's view of the outbox."""
 
     def pending(self, limit: int) -> list[PendingMessage]: ...
     def mark_sent(self, seqs: Sequence[int]) -> None: ...
+    def park(self, refused: Sequence[tuple[int, str]]) -> None:
+        """Set aside messages the queue refuses for good, with the reason: they leave `pending` (retrying
+        them would block the messages behind them) and wait in the outbox for an operator."""
+        ...
+
+    def parked(self) -> int:
+        """How many messages are set aside."""
+        ...
+
     def stats(self, now: datetime) -> tuple[int, float]:
         """(unsent messages, age in seconds of the oldest unsent one)."""
         ...
 
 
 class QueuePublisher(Protocol):
-    async def send_batch(self, messages: Sequence[PendingMessage]) -> list[int]:
-        """Send up to 10 messages; returns the seqs that were accepted."""
+    async def send_batch(self, messages: Sequence[PendingMessage]) -> Sent:
+        """Send up to 10 messages; raises when the queue could not be reached at all."""
         ...

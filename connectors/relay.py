@@ -1,6 +1,8 @@
 """Drains the outbox to the queue: SendMessageBatch (10 per call, several in flight), retries with
 exponential backoff and full jitter, marks what was accepted. SQS being slow or down only delays
-delivery; answers never wait for it and nothing answered is lost."""
+delivery; answers never wait for it and nothing answered is lost. A message the queue refuses for good
+(its own fault: sent again, it fails again) is parked in the outbox with the reason and logged as an error,
+so it neither blocks the messages behind it nor is lost."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from connectors.ports import OutboxQueue, PendingMessage, QueuePublisher
+from connectors.ports import OutboxQueue, PendingMessage, QueuePublisher, Sent
 
 log = logging.getLogger("jwo.connectors.relay")
 SQS_BATCH = 10
@@ -20,6 +22,7 @@ SQS_BATCH = 10
 @dataclass
 class RelayStats:
     sent: int = 0
+    parked: int = 0
     errors: int = 0
     batches: int = 0
     last_error: str | None = field(default=None)
@@ -51,26 +54,34 @@ class Relay:
         """Called after the outbox committed something new (from any thread via the loop)."""
         self._wake.set()
 
-    async def _send(self, batch: Sequence[PendingMessage]) -> list[int]:
+    async def _send(self, batch: Sequence[PendingMessage]) -> Sent:
         try:
             return await self._publisher.send_batch(batch)
         except Exception as exc:  # any transport fault: the batch stays pending and is retried
             self.stats.errors += 1
             self.stats.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("relay send failed: %s", self.stats.last_error)
-            return []
+            return Sent([])
 
     async def _send_and_mark(self, batch: Sequence[PendingMessage]) -> int:
-        """Send one batch and mark what the queue accepted at once (a crash re-sends as little as possible)."""
-        accepted = await self._send(batch)
-        if accepted:
-            await asyncio.to_thread(self._outbox.mark_sent, accepted)
-            self.stats.sent += len(accepted)
+        """Send one batch and mark what the queue accepted at once (a crash re-sends as little as possible);
+        returns how many messages left the pending ones (sent or parked)."""
+        result = await self._send(batch)
+        if result.accepted:
+            await asyncio.to_thread(self._outbox.mark_sent, result.accepted)
+            self.stats.sent += len(result.accepted)
+        if result.refused:
+            await asyncio.to_thread(self._outbox.park, result.refused)
+            self.stats.parked += len(result.refused)
+            ids = {m.seq: m.message_id for m in batch}
+            for seq, reason in result.refused:
+                log.error("the queue refused a message for good; parked in the outbox",
+                          extra={"seq": seq, "message_id": ids.get(seq), "reason": reason})  # fmt: skip
         self.stats.batches += 1
-        return len(accepted)
+        return len(result.accepted) + len(result.refused)
 
     async def pump_once(self) -> int:
-        """Send what is pending now; returns how many messages the queue accepted."""
+        """Send what is pending now; returns how many messages it took off the pending ones (sent or parked)."""
         pending = await asyncio.to_thread(self._outbox.pending, SQS_BATCH * self._in_flight)
         if not pending:
             return 0

@@ -58,6 +58,8 @@ from warehouse.lake import LakeWriter, janitor
 
 log = logging.getLogger("jwo.runtime")
 
+PARKED_OUTBOX = "connectors-outbox"
+"""The name the connectors' parked outbox messages are alerted under, beside the dead-letter queues."""
 _SWITCH_INTERVAL = 0.0005
 """Seconds a thread holds the GIL while another waits for it, with the connectors on (default 0.005)."""
 
@@ -358,8 +360,10 @@ async def _run_consumers(
     reports: list[ReportConsumer],
     ready: concurrent.futures.Future[tuple[list[Consumer], asyncio.Event]],
     outbox_age: Callable[[], float | None] | None = None,
+    outbox_parked: Callable[[], int] | None = None,
 ) -> None:
-    """The consumers' whole life, on their background loop."""
+    """The consumers' whole life, on their background loop. `outbox_parked` counts the connectors' messages
+    the queue refused for good: dead letters too, alerted like a dead-letter queue's."""
     try:
         stop = asyncio.Event()
         ing = settings.ingest
@@ -419,7 +423,10 @@ async def _run_consumers(
                 consume(),
                 alerting.run(
                     alerts_stop,
-                    dead_letters=lambda: {queue: dead for queue, (_, dead) in depths.items()},
+                    dead_letters=lambda: (
+                        {queue: dead for queue, (_, dead) in depths.items()}
+                        | ({PARKED_OUTBOX: outbox_parked()} if outbox_parked is not None else {})
+                    ),
                     outbox_age=outbox_age,
                     backlog=lambda: lake_backlog(settings.lake_dir, backlog_grace, utc_now()),
                 ),
@@ -474,6 +481,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                         pipeline.reports,
                         consumers_ready,
                         outbox_age=lambda: pipeline.outbox.stats(utc_now())[1] if pipeline.outbox is not None else None,
+                        outbox_parked=lambda: pipeline.outbox.parked() if pipeline.outbox is not None else 0,
                     )
                 )
             )
@@ -516,6 +524,7 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
                 depth, age = outbox.stats(utc_now())
                 metrics.outbox_depth.set(depth)
                 metrics.outbox_age.set(age)
+                metrics.outbox_parked.set(outbox.parked())
                 metrics.relay_errors.set(relay_counters.errors.value)
                 metrics.relay_sent.set(relay_counters.sent.value)
                 refresh_consumers()

@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from connectors.errors import OutboxUnavailableError
-from connectors.ports import OutboxRecord, PendingMessage, StoredResponse
+from connectors.ports import OutboxRecord, ParkedMessage, PendingMessage, StoredResponse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS idempotency (
@@ -40,6 +40,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_at REAL
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS outbox_parked (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    parked_at REAL NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency (created_at);
 """
 
@@ -309,6 +317,15 @@ class SqliteOutbox:
     def mark_sent(self, seqs: Sequence[int]) -> None:
         self._queue.mark_sent(seqs)
 
+    def park(self, refused: Sequence[tuple[int, str]]) -> None:
+        self._queue.park(refused)
+
+    def parked(self) -> int:
+        return self._queue.parked()
+
+    def parked_messages(self, limit: int) -> list[ParkedMessage]:
+        return self._queue.parked_messages(limit)
+
     def stats(self, now: datetime) -> tuple[int, float]:
         return self._queue.stats(now)
 
@@ -351,6 +368,39 @@ class SqliteOutboxQueue:
         marks = ",".join("?" * len(seqs))
         with self._lock:  # one statement: one short write transaction, not one per message
             self._conn.execute(f"UPDATE outbox SET sent_at = ? WHERE seq IN ({marks})", (now, *seqs))
+
+    def park(self, refused: Sequence[tuple[int, str]]) -> None:
+        """Move refused messages to `outbox_parked`, with the reason, in one transaction."""
+        if not refused:
+            return
+        now = time.time()
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO outbox_parked (seq, message_id, body, created_at, parked_at, reason) "
+                    "SELECT seq, message_id, body, created_at, ?, ? FROM outbox WHERE seq = ? AND sent_at IS NULL",
+                    [(now, reason, seq) for seq, reason in refused],
+                )
+                self._conn.executemany(
+                    "DELETE FROM outbox WHERE seq = ? AND sent_at IS NULL", [(s,) for s, _ in refused]
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+
+    def parked(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT count(*) FROM outbox_parked").fetchone()[0])
+
+    def parked_messages(self, limit: int) -> list[ParkedMessage]:
+        """The parked messages, oldest first (`jwo outbox parked`)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, message_id, reason, parked_at FROM outbox_parked ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [ParkedMessage(r[0], r[1], r[2], datetime.fromtimestamp(r[3], UTC)) for r in rows]
 
     def stats(self, now: datetime) -> tuple[int, float]:
         with self._lock:

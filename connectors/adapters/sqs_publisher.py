@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from connectors.ports import PendingMessage
+from connectors.ports import PendingMessage, Sent
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -54,8 +54,9 @@ class SqsPublisher:
         self._client = client
         self._queue_url = queue_url
 
-    async def send_batch(self, messages: Sequence[PendingMessage]) -> list[int]:
+    async def send_batch(self, messages: Sequence[PendingMessage]) -> Sent:
         accepted: list[int] = []
+        refused: list[tuple[int, str]] = []
         for batch in fitting_batches(messages):
             try:
                 response = await self._client.send_message_batch(
@@ -69,4 +70,9 @@ class SqsPublisher:
                 log.warning("SendMessageBatch failed after part of the batch was sent: %s: %s", type(exc).__name__, exc)
                 break
             accepted += [int(entry["Id"]) for entry in response.get("Successful", [])]
-        return accepted
+            for failed in response.get("Failed", []):
+                if failed.get("SenderFault"):  # the message itself: sent again, it fails again
+                    refused.append((int(failed["Id"]), f"{failed.get('Code', '')}: {failed.get('Message', '')}"))
+                else:
+                    log.warning("SQS failed a message (retried): %s %s", failed.get("Code"), failed.get("Message"))
+        return Sent(accepted, refused)

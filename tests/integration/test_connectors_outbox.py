@@ -20,7 +20,7 @@ from connectors.app import create_app
 from connectors.directory import CachedDirectory
 from connectors.errors import OutboxUnavailableError
 from connectors.fakes import MemoryPublisher, MemorySource
-from connectors.ports import OutboxRecord, PendingMessage, StoredResponse
+from connectors.ports import OutboxRecord, PendingMessage, Sent, StoredResponse
 from connectors.relay import SQS_BATCH, Relay
 from connectors.service import ConnectorService, purchase_id_for
 from connectors.settings import ConnectorSettings
@@ -293,7 +293,7 @@ class FlakyPublisher(MemoryPublisher):
         self.delivered = asyncio.Event()
         self.calls = 0
 
-    async def send_batch(self, messages: Sequence[PendingMessage]) -> list[int]:
+    async def send_batch(self, messages: Sequence[PendingMessage]) -> Sent:
         self.calls += 1
         assert 0 < len(messages) <= SQS_BATCH
         if self.calls <= self.failures:
@@ -455,3 +455,37 @@ def test_http_answers_reach_the_queue_through_the_relay(db: Path, source: Memory
     assert sorted(e.payload["shopping_trip_id"] for e in sent if e.type == "purchase") == sorted([*trips, "trip-empty"])
     assert [e.payload["shopping_trip_id"] for e in sent if e.type == "cancel_charge"] == ["trip-empty"]
     assert len({e.message_id for e in sent}) == len(sent) == 14
+
+
+def test_messages_the_queue_refuses_for_good_are_parked_and_do_not_block_the_rest(outbox: SqliteOutbox) -> None:
+    poison = [OutboxRecord(f"poison-{n}", b'{"poison":%d}' % n) for n in range(45)]  # more than in flight
+    good = records("good", 5)
+    asyncio.run(commit(outbox, "trip-poison", poison))
+    asyncio.run(commit(outbox, "trip-good", good))
+    publisher = MemoryPublisher(refuse=b"poison")
+    relay = Relay(outbox, publisher, in_flight=4)
+
+    emptied = asyncio.run(relay.drain(within=5))
+
+    assert emptied is True
+    assert publisher.bodies == [r.body for r in good]
+    assert outbox.pending(100) == []
+    assert outbox.stats(datetime.now(UTC))[0] == 0
+    assert outbox.parked() == 45
+    parked = outbox.parked_messages(100)
+    assert [p.message_id for p in parked] == [r.message_id for r in poison]
+    assert {p.reason for p in parked} == {"InvalidMessageContents: refused"}
+    assert (relay.stats.sent, relay.stats.parked) == (5, 45)
+
+
+def test_a_parked_message_keeps_its_body_in_the_outbox(outbox: SqliteOutbox, db: Path) -> None:
+    asyncio.run(commit(outbox, "trip-1", records("a", 2)))
+    first, second = outbox.pending(10)
+
+    outbox.park([(first.seq, "InvalidMessageContents: bad character")])
+    outbox.park([(first.seq, "again")])  # parking twice, or a message already parked, changes nothing more
+
+    assert outbox.pending(10) == [second]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT seq, message_id, body, reason FROM outbox_parked").fetchall()
+    assert rows == [(first.seq, first.message_id, first.body, "InvalidMessageContents: bad character")]

@@ -43,7 +43,7 @@ from connectors.adapters.sqlite_outbox import SqliteOutbox
 from connectors.adapters.sqs_publisher import SqsPublisher
 from connectors.app import create_app
 from connectors.directory import CachedDirectory
-from connectors.ports import PendingMessage, QueuePublisher
+from connectors.ports import PendingMessage, QueuePublisher, Sent
 from connectors.relay import Relay
 from connectors.service import ConnectorService
 from connectors.settings import ConnectorSettings
@@ -80,13 +80,13 @@ class SwitchingPublisher:
     failures: Counter[str] = field(default_factory=Counter)
     accepted: int = 0
 
-    async def send_batch(self, messages: Sequence[PendingMessage]) -> list[int]:
+    async def send_batch(self, messages: Sequence[PendingMessage]) -> Sent:
         try:
             sent = await self.current.send_batch(messages)
         except Exception as exc:
             self.failures[type(exc).__name__] += 1
             raise
-        self.accepted += len(sent)
+        self.accepted += len(sent.accepted)
         return sent
 
 

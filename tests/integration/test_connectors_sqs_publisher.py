@@ -82,3 +82,27 @@ def test_the_relay_delivers_large_messages_that_do_not_fit_one_batch_together(aw
     assert sorted(json.dumps(b, sort_keys=True) for b in received) == sorted(
         json.dumps(json.loads(r.body), sort_keys=True) for r in [*big, *small]
     )
+
+
+class _RefusingClient:
+    """An SQS client whose SendMessageBatch accepts some entries and fails others, as SQS answers."""
+
+    def __init__(self, failed: list[dict[str, Any]]) -> None:
+        self.failed = failed
+
+    async def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]:
+        failing = {f["Id"] for f in self.failed}
+        return {"Successful": [{"Id": e["Id"]} for e in Entries if e["Id"] not in failing], "Failed": self.failed}
+
+
+def test_a_sender_fault_is_refused_for_good_and_a_service_fault_stays_pending() -> None:
+    failed = [
+        {"Id": "2", "SenderFault": True, "Code": "InvalidMessageContents", "Message": "Invalid characters"},
+        {"Id": "3", "SenderFault": False, "Code": "InternalError", "Message": "try again"},
+    ]
+    publisher = SqsPublisher(_RefusingClient(failed), "http://queue")  # type: ignore[arg-type]
+
+    sent = asyncio.run(publisher.send_batch([message(n, 10) for n in (1, 2, 3)]))
+
+    assert sent.accepted == [1]
+    assert sent.refused == [(2, "InvalidMessageContents: Invalid characters")]  # 3: neither, so sent again
