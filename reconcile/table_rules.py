@@ -629,13 +629,25 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
     known = set(con.sql("SELECT alert_id FROM known_alerts").to_arrow_table().column(0).to_pylist())
     return Outcome(
         states={str(state): int(count) for state, count in states},
-        trip_rows=arrow(con, "SELECT * FROM _trip_rows", TRIP_RECONCILIATION.arrow_schema()),
+        trip_rows=_day_by_day(con, "_trip_rows", TRIP_RECONCILIATION.partition_by, TRIP_RECONCILIATION.arrow_schema()),
         history_rows=arrow(con, "SELECT * FROM _history_rows", HISTORY.arrow_schema()),
         debts=_debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA)),
         alerts=_alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known),
         settlements=changed_settlements(con),
         digest=str(digest),
     )
+
+
+def _day_by_day(con: duckdb.DuckDBPyConnection, relation: str, column: str, schema: pa.Schema) -> pa.Table:
+    """The relation's rows (cast to `schema`) grouped by the UTC day of `column`, oldest first (null last), each
+    day's rows in the relation's order: the lake publishes each day's file as a slice of it instead of copying the
+    rows out day by day (a full day's trip rows span two days of `first_seen_at`: ≈ 1.9 s for 1M rows)."""
+    day = f"CAST({column} AS DATE)"
+    days = [d for (d,) in con.sql(f"SELECT DISTINCT {day} FROM {relation} ORDER BY 1 NULLS LAST").fetchall()]
+    if len(days) < 2:
+        return arrow(con, f"SELECT * FROM {relation}", schema)
+    wheres = [f"{day} IS NULL" if d is None else f"{day} = DATE '{d}'" for d in days]
+    return pa.concat_tables(arrow(con, f"SELECT * FROM {relation} WHERE {where}", schema) for where in wheres)
 
 
 def changed_settlements(con: duckdb.DuckDBPyConnection) -> pa.Table:
