@@ -253,24 +253,26 @@ def reconcile_sql(settings: RuleSettings, now: datetime) -> str:
     order = "(event_time, event_id, sub_type, amount, store_id, currency)"
     return f"""
 WITH quick AS (
-    -- One pass with scalar orderings (event_time alone): exact wherever at most one event competes.
+    -- One pass without orderings: exact wherever at most one event competes for a pick (the authorization, the
+    -- latest decline), where the pick is the one event (event_time is never null: a PAYMENT event's time is
+    -- required, and the lake's partition column). Where several compete: `exact`.
     SELECT shopping_trip_id,
         count(*) AS events,
         count(*) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS auths,
-        arg_max(amount, event_time) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
+        max(amount) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
         sum(amount) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}') AS captured,
         count(*) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}') AS captures,
         max(amount) FILTER (WHERE sub_type IN {declines}) AS declined,
         count(*) FILTER (WHERE sub_type IN {declines}) AS decline_events,
-        arg_max(sub_type, event_time) FILTER (WHERE sub_type IN {declines}) AS latest_decline,
-        arg_max(amount, event_time) FILTER (WHERE sub_type IN {declines}) AS latest_decline_amount,
+        count(*) FILTER (WHERE sub_type = '{AUTH_DECLINED}') AS auth_declines,
         min(event_time) AS first_event
     FROM payments GROUP BY shopping_trip_id
 ), contested AS (
     -- Trips where several events compete for a pick, and orphans (whose store and currency are their first
     -- event's): the picks again, with the reference's full orderings.
     SELECT shopping_trip_id FROM quick q
-    WHERE q.auths > 1 OR q.decline_events > 1 OR q.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM purchased)
+    WHERE q.auths > 1 OR q.decline_events > 1
+        OR NOT EXISTS (SELECT 1 FROM purchased p WHERE p.shopping_trip_id = q.shopping_trip_id)
 ), exact AS (
     SELECT shopping_trip_id,
         arg_max(amount, {order}) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
@@ -283,8 +285,10 @@ WITH quick AS (
     SELECT q.shopping_trip_id, q.events,
         coalesce(CASE WHEN e.shopping_trip_id IS NULL THEN q.authorized ELSE e.authorized END, 0) AS authorized,
         coalesce(q.captured, 0) AS captured, q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
-        CASE WHEN e.shopping_trip_id IS NULL THEN q.latest_decline ELSE e.latest_decline END AS latest_decline,
-        CASE WHEN e.shopping_trip_id IS NULL THEN q.latest_decline_amount ELSE e.latest_decline_amount END
+        CASE WHEN e.shopping_trip_id IS NOT NULL THEN e.latest_decline
+             WHEN q.auth_declines > 0 THEN '{AUTH_DECLINED}'
+             WHEN q.decline_events > 0 THEN '{CAPTURE_DECLINED}' END AS latest_decline,
+        CASE WHEN e.shopping_trip_id IS NULL THEN q.declined ELSE e.latest_decline_amount END
             AS latest_decline_amount,
         q.first_event,
         e.first_store, e.first_currency
