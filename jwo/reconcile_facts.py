@@ -153,15 +153,15 @@ class LakeFacts:
         state = ", ".join(
             "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
         )
-        days = (
-            "select distinct cast(end_time as date) as day from purchased "
-            "union select distinct cast(event_time as date) from payments"
-        )
+        days = "select day from _business_days"
         in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
         self._run(
             con,
             [
                 *([] if _has_table(con, "_trips") else [self._latest(TRIP_RECONCILIATION, "_trips", columns)]),
+                # Found once (a scan of every purchase and payment event), used three times.
+                "create temp table _business_days as select distinct cast(end_time as date) as day from purchased "
+                "union select distinct cast(event_time as date) from payments",
                 f"create temp table current_trips as select {state} from _trips "
                 f"where {in_scope} or cast(business_date as date) in ({days})",
                 "drop table _trips",
@@ -172,6 +172,7 @@ class LakeFacts:
                 f"{', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
                 f"where business_date in ({days})",
                 self._refunded_step(days),
+                "drop table _business_days",
             ],
         )
 
