@@ -17,10 +17,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -404,33 +403,47 @@ def reconcile_trips(facts: Facts, settings: RuleSettings, now: datetime) -> pa.T
 
 DECLINE_FIRSTS_SQL = f"""
 SELECT shopping_trip_id, sub_type,
-    arg_min((event_time, amount, currency, store_id), (event_time, event_id, sub_type, amount, store_id, currency)) AS e
+    arg_min({{'event_time': event_time, 'amount': amount, 'currency': currency, 'store_id': store_id}},
+        (event_time, event_id, sub_type, amount, store_id, currency)) AS e
 FROM payments WHERE sub_type IN ('{AUTH_DECLINED}', '{CAPTURE_DECLINED}')
 GROUP BY shopping_trip_id, sub_type ORDER BY shopping_trip_id, sub_type
 """
-"""The first event of each (trip, decline subtype) among `payments`."""
+"""The first event of each (trip, decline subtype) among `payments`: `e` holds its time, amount, currency, store."""
+
+
+def _said(expr: str) -> str:
+    """SQL for a value as an f-string shows it (`str`; a decimal as `_text`, None as 'None')."""
+    return f"coalesce(CAST({expr} AS VARCHAR), 'None')"
+
+
+DECLINE_ALERTS_SQL = f"""
+SELECT shopping_trip_id, sub_type,
+    CASE WHEN sub_type = '{AUTH_DECLINED}' THEN 'decline_authorization' ELSE 'decline_capture' END AS kind,
+    'warning' AS severity, e.store_id AS store_id,
+    {_said("sub_type")} || ' of ' || {_said("e.amount")} || ' ' || {_said("e.currency")} || ' for trip '
+        || {_said("shopping_trip_id")} || ' in store ' || {_said("e.store_id")} AS message,
+    e.event_time AS created_at
+FROM ({DECLINE_FIRSTS_SQL})
+"""
+"""`rules.decline_alert` of the first event of each (trip, decline subtype), less the alert id (ALERT_SCHEMA's
+other columns, and the subtype)."""
 
 
 def decline_alerts(payments: pa.Table) -> pa.Table:
     """`rules.decline_alerts`: one alert per (trip, decline subtype), from the first such event (ALERT_SCHEMA)."""
     with calculator(payments=payments) as con:
-        return _alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known=set())
+        return _alerts(con, known=set())
 
 
-def _alerts(firsts: list[tuple[Any, ...]], known: set[str]) -> pa.Table:
-    rows: dict[str, list[object]] = {name: [] for name in ALERT_SCHEMA.names}
-    for trip, sub_type, (event_time, amount, currency, store) in firsts:
-        alert = alert_id(trip, sub_type)
-        if alert in known:
-            continue
-        rows["alert_id"].append(alert)
-        rows["kind"].append("decline_authorization" if sub_type == AUTH_DECLINED else "decline_capture")
-        rows["severity"].append("warning")
-        rows["store_id"].append(store)
-        rows["shopping_trip_id"].append(trip)
-        rows["message"].append(f"{sub_type} of {amount} {currency} for trip {trip} in store {store}")
-        rows["created_at"].append(event_time)
-    return pa.table(rows, schema=ALERT_SCHEMA)
+def _alerts(con: duckdb.DuckDBPyConnection, known: set[str]) -> pa.Table:
+    """The decline alerts of relation `payments` whose id is not in `known` (ALERT_SCHEMA), in (trip, subtype)
+    order: built by DuckDB, only the ids (UUIDv5) in Python."""
+    firsts = con.sql(DECLINE_ALERTS_SQL).to_arrow_table()
+    trips, sub_types = firsts.column("shopping_trip_id").to_pylist(), firsts.column("sub_type").to_pylist()
+    ids = [alert_id(trip, sub_type) for trip, sub_type in zip(trips, sub_types, strict=True)]
+    alerts = firsts.drop_columns(["sub_type"]).add_column(0, "alert_id", pa.array(ids, pa.string()))
+    alerts = alerts.select(ALERT_SCHEMA.names).cast(ALERT_SCHEMA)
+    return alerts.filter(pa.array([i not in known for i in ids], pa.bool_())) if known else alerts
 
 
 _ALERT_NAMESPACE = uuid.UUID("6f1c8a52-3a5e-4f7e-9a0c-2f6f4b1d7e10")
@@ -636,7 +649,7 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
         trip_rows=_day_by_day(con, "_trip_rows", TRIP_RECONCILIATION.partition_by, TRIP_RECONCILIATION.arrow_schema()),
         history_rows=arrow(con, "SELECT * FROM _history_rows", HISTORY.arrow_schema()),
         debts=_debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA)),
-        alerts=_alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known),
+        alerts=_alerts(con, known),
         settlements=changed_settlements(con),
         digest=str(digest),
     )
@@ -703,7 +716,8 @@ def trip_results(table: pa.Table) -> list[TripResult]:
 
 
 def debts_of(table: pa.Table) -> list[Debt]:
-    return [Debt(**row) for row in table.to_pylist()]
+    columns = [table.column(f.name).to_pylist() for f in fields(Debt)]  # a column at a time: no row dicts
+    return [Debt(*values) for values in zip(*columns, strict=True)]
 
 
 def alerts_of(table: pa.Table) -> list[Alert]:
