@@ -153,15 +153,15 @@ class LakeFacts:
         state = ", ".join(
             "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
         )
-        days = (
-            "select distinct cast(end_time as date) as day from purchased "
-            "union select distinct cast(event_time as date) from payments"
-        )
+        days = "select day from _business_days"
         in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
         self._run(
             con,
             [
                 *([] if _has_table(con, "_trips") else [self._latest(TRIP_RECONCILIATION, "_trips", columns)]),
+                # Found once (a scan of every purchase and payment event), used three times.
+                "create temp table _business_days as select distinct cast(end_time as date) as day from purchased "
+                "union select distinct cast(event_time as date) from payments",
                 f"create temp table current_trips as select {state} from _trips "
                 f"where {in_scope} or cast(business_date as date) in ({days})",
                 "drop table _trips",
@@ -172,6 +172,7 @@ class LakeFacts:
                 f"{', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "
                 f"where business_date in ({days})",
                 self._refunded_step(days),
+                "drop table _business_days",
             ],
         )
 
@@ -217,42 +218,76 @@ class LakeFacts:
             except duckdb.Error as exc:
                 raise QueryError(str(exc)) from exc
 
-    def _latest(self, table: Table, name: str, columns: Sequence[str], shape: str = "{rows}") -> Step:
-        """A step that makes a temp table `name` of the table's `columns` (passed through `shape`), holding exactly
-        the rows its view holds, more cheaply: a key that occurs once is its own row (no sort); only the rows of
-        keys that occur more than once are ordered as the view orders them (`warehouse.views`: the `latest_by`
-        columns newest first, then the other non-key columns, nulls last) and the first is kept."""
+    def _latest(self, table: Table, name: str, columns: Sequence[str], shape: str | None = None) -> Step:
+        """A step that makes a temp table `name` of the table's `columns` (passed through `shape`, a query over
+        `{rows}`), holding exactly the rows its view holds, more cheaply: a key that occurs once is its own row (no
+        sort); only the rows of keys that occur more than once are ordered as the view orders them
+        (`warehouse.views`: the `latest_by` columns newest first, then the other non-key columns, nulls last) and
+        the first is kept. Keys are told apart by their hash first, as the merged views do (a collision only sends
+        a key to the ranking, which partitions by the key itself).
+
+        Without `shape` the Parquet files are read once: the rows, with the other columns the ranking needs, go
+        into the temp table, the ranking's losers are deleted from it and those columns dropped. With a `shape`
+        (an aggregate, whose input rows are not kept) the keys are counted in one read and the rows taken in
+        another; only when a key repeats are its rows read a third time, whole, to be ranked."""
         listed = ", ".join(columns)
         if not parquet_files(self._root, table):
-            return f"create temp table {name} as " + shape.format(rows=f"select {listed} from {table.name}")
+            rows = f"select {listed} from {table.name}"
+            return f"create temp table {name} as " + (rows if shape is None else shape.format(rows=rows))
         keys = ", ".join(table.key)
+        key_hash = f"hash({keys})"
         files = quote_literal(parquet_glob(table, self._root.resolve()))
         raw = (
             f"(select * from ({empty_select_sql(table)} union all by name select * from read_parquet({files}, "
             "hive_partitioning = false, union_by_name = true)))"
         )
-        casts = ", ".join(f"cast({c} as {table.column(c).duckdb_type}) as {c}" for c in columns)
-        typed = ", ".join(f"cast({c.name} as {c.duckdb_type}) as {c.name}" for c in table.columns)
+        ranked = [*table.latest_by, *(c for c in table.column_names if c not in table.key and c not in table.latest_by)]
         order = ", ".join(
             [f"{c} desc nulls last" for c in table.latest_by]
-            + [f"{c} asc nulls last" for c in table.column_names if c not in table.key and c not in table.latest_by]
+            + [f"{c} asc nulls last" for c in ranked if c not in table.latest_by]
         )
+        first = f"row_number() over (partition by {keys} order by {order})"
+        held_twice = f"select key_hash from {name}_dups"
 
-        def step(con: duckdb.DuckDBPyConnection) -> None:
+        def cast(c: str) -> str:
+            return f"cast({c} as {table.column(c).duckdb_type}) as {c}"
+
+        def read_once(con: duckdb.DuckDBPyConnection) -> None:
+            extra = [c for c in (*table.key, *ranked) if c not in columns]
             con.execute(
-                f"create temp table {name}_dups as select {keys} from {raw} group by {keys} having count(*) > 1"
+                f"create temp table {name} as select {', '.join(map(cast, [*columns, *extra]))}, "
+                f"{key_hash} as _key_hash from {raw}"
+            )
+            con.execute(
+                f"create temp table {name}_dups as select _key_hash as key_hash from {name} "
+                "group by all having count(*) > 1"
             )
             [(dups,)] = con.execute(f"select count(*) from {name}_dups").fetchall()
-            rows = f"select {casts} from {raw}"
             if dups:
+                con.execute(
+                    f"delete from {name} where rowid in (select rowid from {name} where _key_hash in ({held_twice}) "
+                    f"qualify {first} > 1)"
+                )
+            for c in [*extra, "_key_hash"]:
+                con.execute(f"alter table {name} drop column {c}")
+
+        def read_shaped(con: duckdb.DuckDBPyConnection) -> None:
+            assert shape is not None
+            con.execute(
+                f"create temp table {name}_dups as select {key_hash} as key_hash from {raw} "
+                "group by all having count(*) > 1"
+            )
+            [(dups,)] = con.execute(f"select count(*) from {name}_dups").fetchall()
+            rows = f"select {', '.join(map(cast, columns))} from {raw}"
+            if dups:
+                typed = ", ".join(map(cast, table.column_names))
                 rows += (
-                    f" anti join {name}_dups using ({keys}) union all select {listed} from (select {typed} from {raw} "
-                    f"semi join {name}_dups using ({keys}) "
-                    f"qualify row_number() over (partition by {keys} order by {order}) = 1)"
+                    f" where {key_hash} not in ({held_twice}) union all select {listed} from (select {typed} "
+                    f"from {raw} where {key_hash} in ({held_twice}) qualify {first} = 1)"
                 )
             con.execute(f"create temp table {name} as " + shape.format(rows=rows))
 
-        return step
+        return read_once if shape is None else read_shaped
 
     def current_debts(self, trip_ids: Sequence[str] | None = None) -> dict[str, Debt]:
         where = "" if trip_ids is None else f" where shopping_trip_id in (select unnest({_ids(trip_ids)}))"

@@ -17,10 +17,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -253,24 +252,26 @@ def reconcile_sql(settings: RuleSettings, now: datetime) -> str:
     order = "(event_time, event_id, sub_type, amount, store_id, currency)"
     return f"""
 WITH quick AS (
-    -- One pass with scalar orderings (event_time alone): exact wherever at most one event competes.
+    -- One pass without orderings: exact wherever at most one event competes for a pick (the authorization, the
+    -- latest decline), where the pick is the one event (event_time is never null: a PAYMENT event's time is
+    -- required, and the lake's partition column). Where several compete: `exact`.
     SELECT shopping_trip_id,
         count(*) AS events,
         count(*) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS auths,
-        arg_max(amount, event_time) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
+        max(amount) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
         sum(amount) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}') AS captured,
         count(*) FILTER (WHERE sub_type = '{CAPTURE_APPROVED}') AS captures,
         max(amount) FILTER (WHERE sub_type IN {declines}) AS declined,
         count(*) FILTER (WHERE sub_type IN {declines}) AS decline_events,
-        arg_max(sub_type, event_time) FILTER (WHERE sub_type IN {declines}) AS latest_decline,
-        arg_max(amount, event_time) FILTER (WHERE sub_type IN {declines}) AS latest_decline_amount,
+        count(*) FILTER (WHERE sub_type = '{AUTH_DECLINED}') AS auth_declines,
         min(event_time) AS first_event
     FROM payments GROUP BY shopping_trip_id
 ), contested AS (
     -- Trips where several events compete for a pick, and orphans (whose store and currency are their first
     -- event's): the picks again, with the reference's full orderings.
     SELECT shopping_trip_id FROM quick q
-    WHERE q.auths > 1 OR q.decline_events > 1 OR q.shopping_trip_id NOT IN (SELECT shopping_trip_id FROM purchased)
+    WHERE q.auths > 1 OR q.decline_events > 1
+        OR NOT EXISTS (SELECT 1 FROM purchased p WHERE p.shopping_trip_id = q.shopping_trip_id)
 ), exact AS (
     SELECT shopping_trip_id,
         arg_max(amount, {order}) FILTER (WHERE sub_type = '{AUTH_APPROVED}') AS authorized,
@@ -283,8 +284,10 @@ WITH quick AS (
     SELECT q.shopping_trip_id, q.events,
         coalesce(CASE WHEN e.shopping_trip_id IS NULL THEN q.authorized ELSE e.authorized END, 0) AS authorized,
         coalesce(q.captured, 0) AS captured, q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
-        CASE WHEN e.shopping_trip_id IS NULL THEN q.latest_decline ELSE e.latest_decline END AS latest_decline,
-        CASE WHEN e.shopping_trip_id IS NULL THEN q.latest_decline_amount ELSE e.latest_decline_amount END
+        CASE WHEN e.shopping_trip_id IS NOT NULL THEN e.latest_decline
+             WHEN q.auth_declines > 0 THEN '{AUTH_DECLINED}'
+             WHEN q.decline_events > 0 THEN '{CAPTURE_DECLINED}' END AS latest_decline,
+        CASE WHEN e.shopping_trip_id IS NULL THEN q.declined ELSE e.latest_decline_amount END
             AS latest_decline_amount,
         q.first_event,
         e.first_store, e.first_currency
@@ -400,33 +403,47 @@ def reconcile_trips(facts: Facts, settings: RuleSettings, now: datetime) -> pa.T
 
 DECLINE_FIRSTS_SQL = f"""
 SELECT shopping_trip_id, sub_type,
-    arg_min((event_time, amount, currency, store_id), (event_time, event_id, sub_type, amount, store_id, currency)) AS e
+    arg_min({{'event_time': event_time, 'amount': amount, 'currency': currency, 'store_id': store_id}},
+        (event_time, event_id, sub_type, amount, store_id, currency)) AS e
 FROM payments WHERE sub_type IN ('{AUTH_DECLINED}', '{CAPTURE_DECLINED}')
 GROUP BY shopping_trip_id, sub_type ORDER BY shopping_trip_id, sub_type
 """
-"""The first event of each (trip, decline subtype) among `payments`."""
+"""The first event of each (trip, decline subtype) among `payments`: `e` holds its time, amount, currency, store."""
+
+
+def _said(expr: str) -> str:
+    """SQL for a value as an f-string shows it (`str`; a decimal as `_text`, None as 'None')."""
+    return f"coalesce(CAST({expr} AS VARCHAR), 'None')"
+
+
+DECLINE_ALERTS_SQL = f"""
+SELECT shopping_trip_id, sub_type,
+    CASE WHEN sub_type = '{AUTH_DECLINED}' THEN 'decline_authorization' ELSE 'decline_capture' END AS kind,
+    'warning' AS severity, e.store_id AS store_id,
+    {_said("sub_type")} || ' of ' || {_said("e.amount")} || ' ' || {_said("e.currency")} || ' for trip '
+        || {_said("shopping_trip_id")} || ' in store ' || {_said("e.store_id")} AS message,
+    e.event_time AS created_at
+FROM ({DECLINE_FIRSTS_SQL})
+"""
+"""`rules.decline_alert` of the first event of each (trip, decline subtype), less the alert id (ALERT_SCHEMA's
+other columns, and the subtype)."""
 
 
 def decline_alerts(payments: pa.Table) -> pa.Table:
     """`rules.decline_alerts`: one alert per (trip, decline subtype), from the first such event (ALERT_SCHEMA)."""
     with calculator(payments=payments) as con:
-        return _alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known=set())
+        return _alerts(con, known=set())
 
 
-def _alerts(firsts: list[tuple[Any, ...]], known: set[str]) -> pa.Table:
-    rows: dict[str, list[object]] = {name: [] for name in ALERT_SCHEMA.names}
-    for trip, sub_type, (event_time, amount, currency, store) in firsts:
-        alert = alert_id(trip, sub_type)
-        if alert in known:
-            continue
-        rows["alert_id"].append(alert)
-        rows["kind"].append("decline_authorization" if sub_type == AUTH_DECLINED else "decline_capture")
-        rows["severity"].append("warning")
-        rows["store_id"].append(store)
-        rows["shopping_trip_id"].append(trip)
-        rows["message"].append(f"{sub_type} of {amount} {currency} for trip {trip} in store {store}")
-        rows["created_at"].append(event_time)
-    return pa.table(rows, schema=ALERT_SCHEMA)
+def _alerts(con: duckdb.DuckDBPyConnection, known: set[str]) -> pa.Table:
+    """The decline alerts of relation `payments` whose id is not in `known` (ALERT_SCHEMA), in (trip, subtype)
+    order: built by DuckDB, only the ids (UUIDv5) in Python."""
+    firsts = con.sql(DECLINE_ALERTS_SQL).to_arrow_table()
+    trips, sub_types = firsts.column("shopping_trip_id").to_pylist(), firsts.column("sub_type").to_pylist()
+    ids = [alert_id(trip, sub_type) for trip, sub_type in zip(trips, sub_types, strict=True)]
+    alerts = firsts.drop_columns(["sub_type"]).add_column(0, "alert_id", pa.array(ids, pa.string()))
+    alerts = alerts.select(ALERT_SCHEMA.names).cast(ALERT_SCHEMA)
+    return alerts.filter(pa.array([i not in known for i in ids], pa.bool_())) if known else alerts
 
 
 _ALERT_NAMESPACE = uuid.UUID("6f1c8a52-3a5e-4f7e-9a0c-2f6f4b1d7e10")
@@ -629,13 +646,25 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
     known = set(con.sql("SELECT alert_id FROM known_alerts").to_arrow_table().column(0).to_pylist())
     return Outcome(
         states={str(state): int(count) for state, count in states},
-        trip_rows=arrow(con, "SELECT * FROM _trip_rows", TRIP_RECONCILIATION.arrow_schema()),
+        trip_rows=_day_by_day(con, "_trip_rows", TRIP_RECONCILIATION.partition_by, TRIP_RECONCILIATION.arrow_schema()),
         history_rows=arrow(con, "SELECT * FROM _history_rows", HISTORY.arrow_schema()),
         debts=_debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA)),
-        alerts=_alerts(con.sql(DECLINE_FIRSTS_SQL).fetchall(), known),
+        alerts=_alerts(con, known),
         settlements=changed_settlements(con),
         digest=str(digest),
     )
+
+
+def _day_by_day(con: duckdb.DuckDBPyConnection, relation: str, column: str, schema: pa.Schema) -> pa.Table:
+    """The relation's rows (cast to `schema`) grouped by the UTC day of `column`, oldest first (null last), each
+    day's rows in the relation's order: the lake publishes each day's file as a slice of it instead of copying the
+    rows out day by day (a full day's trip rows span two days of `first_seen_at`: ≈ 1.9 s for 1M rows)."""
+    day = f"CAST({column} AS DATE)"
+    days = [d for (d,) in con.sql(f"SELECT DISTINCT {day} FROM {relation} ORDER BY 1 NULLS LAST").fetchall()]
+    if len(days) < 2:
+        return arrow(con, f"SELECT * FROM {relation}", schema)
+    wheres = [f"{day} IS NULL" if d is None else f"{day} = DATE '{d}'" for d in days]
+    return pa.concat_tables(arrow(con, f"SELECT * FROM {relation} WHERE {where}", schema) for where in wheres)
 
 
 def changed_settlements(con: duckdb.DuckDBPyConnection) -> pa.Table:
@@ -687,7 +716,8 @@ def trip_results(table: pa.Table) -> list[TripResult]:
 
 
 def debts_of(table: pa.Table) -> list[Debt]:
-    return [Debt(**row) for row in table.to_pylist()]
+    columns = [table.column(f.name).to_pylist() for f in fields(Debt)]  # a column at a time: no row dicts
+    return [Debt(*values) for values in zip(*columns, strict=True)]
 
 
 def alerts_of(table: pa.Table) -> list[Alert]:

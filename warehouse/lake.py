@@ -149,6 +149,14 @@ def split_by_day(table: Table, frame: pa.Table) -> list[tuple[date, pa.Table]]:
     distinct = sorted(pc.unique(days).to_pylist())
     if len(distinct) == 1:
         return [(distinct[0], frame)]
+    if pc.all(pc.less_equal(days.slice(0, len(days) - 1), days.slice(1))).as_py():
+        # Already oldest day first (as reconciliation hands over its trip rows): each day is a slice, no copy.
+        counts = pc.value_counts(days)
+        rows = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True))
+        offsets = [0]
+        for day in distinct:
+            offsets.append(offsets[-1] + rows[day])
+        return [(day, frame.slice(offsets[i], rows[day])) for i, day in enumerate(distinct)]
     # One chunk first: filtering a table of many small chunks (as DuckDB hands them over) costs per chunk.
     frame, days = frame.combine_chunks(), days.combine_chunks()
     return [(day, frame.filter(pc.equal(days, pa.scalar(day, pa.date32())))) for day in distinct]

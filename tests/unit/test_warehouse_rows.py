@@ -11,7 +11,7 @@ import pytest
 
 from contracts.tables import PURCHASE_LINES, PURCHASES
 from warehouse.errors import InvalidBatchIdError, RowSchemaError
-from warehouse.lake import check_batch_id, group_by_day, partition_dir, temp_name, to_arrow
+from warehouse.lake import check_batch_id, group_by_day, partition_dir, split_by_day, temp_name, to_arrow
 
 
 def _purchase(trip: str, end_time: datetime, **extra: object) -> dict[str, object]:
@@ -98,6 +98,25 @@ def test_rows_are_grouped_by_the_utc_date_of_the_partition_column() -> None:
         date(2024, 5, 1): ["t1", "t3"],
         date(2024, 5, 2): ["t2"],
     }
+
+
+@pytest.mark.parametrize("in_day_order", [True, False])
+def test_a_frame_is_split_into_its_utc_days_with_each_days_rows_in_their_order(in_day_order: bool) -> None:
+    days = [date(2024, 5, 1), date(2024, 5, 2), date(2024, 5, 4)]
+    rows = [_purchase(f"t{i}", datetime.combine(days[i % 3], datetime.min.time(), UTC) + timedelta(hours=i % 24))
+            for i in range(30)]  # fmt: skip
+    if in_day_order:
+        rows.sort(key=lambda row: row["end_time"].date())  # type: ignore[attr-defined]
+    frame = to_arrow(PURCHASES, rows)
+    chunked = pa.Table.from_batches(frame.to_batches(max_chunksize=7))  # as DuckDB hands a result over: in chunks
+
+    split = split_by_day(PURCHASES, chunked)
+
+    assert [day for day, _ in split] == days
+    for day, part in split:
+        expected = [r["shopping_trip_id"] for r in rows if r["end_time"].date() == day]  # type: ignore[attr-defined]
+        assert part.column("shopping_trip_id").to_pylist() == expected
+        assert part.schema == PURCHASES.arrow_schema()
 
 
 def test_a_row_without_its_partition_time_is_refused() -> None:
