@@ -1,42 +1,52 @@
-"""Merge on write: a day of a latest-wins table kept as one de-duplicated segment file per hour of its rows.
+"""Merge on write: a latest-wins table kept as de-duplicated segment files, one per UTC hour of its rows, with
+every key in exactly one segment of the whole table.
 
-A reader pays for every row of every file it reads, because the view keeps one row per key (`views.py`).
-When a table is written in batches that mostly restate rows already there (an Intra-Day report repeats each
-line in ~4 files, each file covering the preceding hour), the writer calls `merge_partition` after publishing a
-batch. A day's folder then holds one segment file per UTC hour of the partition column
-(`part-current-HH.parquet`): one row per key among the rows of that hour, the newest by `Table.latest_by`, then
-the same tie-break on the other columns as the view, nulls last; sorted by key.
+A reader pays for every row of every file it reads, and for the de-duplication the view does (`views.py`). When a
+table is written in batches that mostly restate rows already there (an Intra-Day report repeats each line in ~4
+files, each file covering the preceding hour), the writer merges after publishing a batch (`TableMerger.merge`).
+Each day's folder holds one segment file per UTC hour of the partition column (`part-current-HH.parquet`): the
+rows of that hour, sorted by key, one per key. The invariant: **after a merge, every key is in exactly one
+segment of the whole table** (all days, all hours), holding its newest version by `Table.latest_by`, then the
+same tie-break on the other columns as the view, nulls last. A key whose partition time changed between versions
+is removed from its old hour (or day) in the same merge, and an older version arriving after a newer one in
+another hour is not inserted. So, when no batch file is waiting, a reader can take the segments as they are.
 
-`merge_partition` splits the day's batch files (and a batch's rows handed over in memory, never published as a
-batch file) by hour and merges each hour's rows into that hour's segment only. A report covers the preceding
-hour, so a file rewrites about two segments (about two hours of lines), not the whole day: the rewrite volume
-per file stays the same all day long, and so does the memory.
+A merge: (1) the batch files' rows (all days; rows already in memory are handed over) reduced to the newest per
+key; (2) the segments that may hold one of those keys found through an in-process index of each segment's key
+hashes (a derived cache: built from the segment files, and re-read for a segment whose file changed, so it is
+right after a restart or another process's merge), plus the segments of the hours the new rows belong to; (3)
+the winner per key among the batch rows and every copy those segments hold; (4) each touched segment rewritten
+as its untouched rows plus the winners of its hour (a segment left empty is removed), published as the lake
+publishes (temp file, fsync, rename over; each folder fsynced once after its renames); (5) only then the batch
+files removed. "Newest per key" does not depend on grouping or order, so a segment's bytes depend on the set of
+published rows only (a replay gives the same files).
 
-Each segment is the newest row per key over every published row of its hour, sorted by key and written in
-fixed row groups, and "newest per key" does not depend on grouping or order: a segment's bytes depend on the
-set of published rows only, never on arrival order or on how the merges were grouped (so a replay gives the
-same files). A key whose partition time changed between versions sits in two segments; the view decides it.
+Crash safety: a batch's rows are published (and its ledger row written) before a merge starts, and stay until
+every segment is renamed, so while a crash leaves a key in two segments (or a segment not yet rewritten), a batch
+file holding that key still exists; the readers rank exactly the keys of batch files (`views.batch_select_sql`),
+and the next merge (run at start by the ingester) takes the batch in again: merging a row twice changes nothing.
 
-Crash safety is compaction's argument (`compact.py`): each segment goes to a hidden temp file, is fsynced and
-renamed over the old one; when every hour of the batch is renamed the folder is fsynced (once for them all),
-and only then are the batch files removed (and the folder fsynced again). A crash in between leaves batch
-files whose rows are already in some segments; the view, which still de-duplicates, shows the same rows, and
-the next merge takes them in again (merging a row twice changes nothing). Rows handed over in memory belong to
-a report file whose ledger row is written only after the merge, so a crash mid-merge has the file applied
-again.
+Older lakes, written before the invariant, may hold a key in two hours. The table's marker
+(`_one_segment_per_key.json` in its folder, holding the schema's fingerprint) says a lake satisfies it: written
+after a merge that also took in every key held by more than one segment and rewrote every segment in the
+table's current schema (the first merge of an old lake, or of a new one). Without it, readers keep the view that
+de-duplicates every key held twice.
 
-Merges of one partition are serialised by an exclusive `flock` on `.merge.lock` in its folder, which
-compaction takes too, so two threads or processes never merge the same day at once.
+Merges of a table are serialised by an exclusive `flock` on `.merge.lock` in its folder; compaction leaves tables
+merged on write alone.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -46,12 +56,17 @@ import pyarrow.parquet as pq
 
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
-from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir
+from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir, make_dirs, partition_dir
 
 SEGMENT_PREFIX = "part-current-"
+SEGMENT_GLOB = f"*/{SEGMENT_PREFIX}*.parquet"
+"""Where a table's segments are, relative to its folder."""
 LOCK_NAME = ".merge.lock"
+MARKER_NAME = "_one_segment_per_key.json"
+"""In a table's folder: every key of the table is in exactly one segment once the batch files are merged."""
+_EPOCH = date(1970, 1, 1)
 MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
-"""Tables whose days are kept merged on write (their view ranks only keys held more than once)."""
+"""Tables kept merged on write (their readers rank only keys of batch files not merged yet)."""
 
 
 def segment_name(hour: int) -> str:
@@ -64,13 +79,50 @@ def is_segment(path: Path) -> bool:
 
 
 def has_segments(directory: Path) -> bool:
-    """Whether the day is kept merged on write (compaction leaves it alone)."""
+    """Whether the day has segment files."""
     return any(is_segment(p) for p in directory.glob(f"{SEGMENT_PREFIX}*.parquet"))
+
+
+def schema_fingerprint(table: Table) -> str:
+    """A short digest of the table's Arrow schema (names and types, in order)."""
+    text = "\n".join(f"{f.name}:{f.type}" for f in table.arrow_schema())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def marker_path(root: Path, table: Table) -> Path:
+    return root / table.name / MARKER_NAME
+
+
+def read_marker(root: Path, table: Table) -> str | None:
+    """The schema fingerprint the table's marker records; None when the lake does not say every key is in one
+    segment (no marker, or one that cannot be read)."""
+    try:
+        data = json.loads(marker_path(root, table).read_text())
+    except (OSError, ValueError):
+        return None
+    fingerprint = data.get("schema") if isinstance(data, dict) else None
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
+def _write_marker(root: Path, table: Table) -> None:
+    final = marker_path(root, table)
+    temp = final.with_name(f".{final.name}.tmp")
+    text = json.dumps({"invariant": "every key in exactly one segment", "schema": schema_fingerprint(table)})
+    try:
+        with open(temp, "w") as out:
+            out.write(text + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        raise LakeWriteError(f"could not write {final}: {exc}") from exc
 
 
 @dataclass(frozen=True)
 class Merge:
     directory: Path
+    """The table's folder."""
     inputs: int
     """Batch files merged."""
     rows_in: int
@@ -78,7 +130,7 @@ class Merge:
     rows_out: int
     """Rows of the segments written."""
     segments: int
-    """Segments written."""
+    """Segments written or removed."""
 
 
 @contextlib.contextmanager
@@ -94,50 +146,158 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def partition_lock(directory: Path) -> contextlib.AbstractContextManager[None]:
-    """Hold the partition's merge lock (blocking); across threads and processes."""
+    """Hold the partition's lock (compaction's; blocking); across threads and processes."""
     return file_lock(directory / LOCK_NAME)
 
 
-def merge_partition(
-    table: Table, directory: Path, rows: pa.Table | None = None, *, cache: SegmentCache | None = None
-) -> Merge | None:
-    """Merge the partition's batch files, and `rows` (the day's rows of a batch kept in memory, with exactly the
-    table's schema, not published as a file), into its hourly segments; None when there was nothing to merge.
+def batch_files(root: Path, table: Table) -> list[Path]:
+    """The table's published files that are not segments (batches not merged yet), sorted."""
+    folder = root / table.name
+    return sorted(p for p in folder.glob("*/*.parquet") if p.is_file() and not is_segment(p))
 
-    `cache` keeps the segments last written in memory, so the next merge need not read them back."""
-    if not directory.is_dir():
-        return None
-    cache = SegmentCache(0) if cache is None else cache
-    with partition_lock(directory):
-        inputs = sorted(p for p in directory.glob("*.parquet") if p.is_file() and not is_segment(p))
-        if not inputs and rows is None:
+
+def segment_files(root: Path, table: Table) -> list[Path]:
+    return sorted(p for p in (root / table.name).glob(SEGMENT_GLOB) if p.is_file())
+
+
+class TableMerger:
+    """Merges a table's batch files into its segments, keeping every key in one segment (see the module).
+
+    One per table in the writer process: it keeps the last segments written in memory (`SegmentCache`) and the
+    key hashes of every segment (the index), each checked against its file before use."""
+
+    def __init__(self, root: Path, table: Table, *, cache_size: int = 8) -> None:
+        self._root = root
+        self._table = table
+        self._cache = SegmentCache(cache_size)
+        self._index: dict[Path, tuple[tuple[int, int, int], pl.Series]] = {}
+
+    def merge(self, held: Mapping[Path, pa.Table] | None = None) -> Merge | None:
+        """Merge every batch file of the table; `held` gives the rows of batch files already in memory (exactly
+        the table's schema). None when there was nothing to do. The first merge of a lake without the marker also
+        takes in every key held by more than one segment, rewrites the segments in the current schema, and
+        writes the marker."""
+        folder = self._root / self._table.name
+        if not folder.is_dir():
             return None
-        schema = table.arrow_schema()
-        rows_in = rows_out = segments = 0
-        for hour, hour_rows in _by_hour(table, inputs, rows):
-            path = directory / segment_name(hour)
+        with file_lock(folder / LOCK_NAME):
+            current = read_marker(self._root, self._table) == schema_fingerprint(self._table)
+            inputs = batch_files(self._root, self._table)
+            if current and not inputs:
+                return None
+            segments = self._refresh_index()
+            extra = None if current else self._keys_held_twice(segments)
+            result = self._merge_locked(inputs, held or {}, extra, rewrite_all=not current)
+            if not current:
+                _write_marker(self._root, self._table)
+            return result
+
+    def _refresh_index(self) -> list[Path]:
+        """The table's segments, the index made to match them (a segment whose file changed is read again)."""
+        segments = segment_files(self._root, self._table)
+        for gone in set(self._index) - set(segments):
+            del self._index[gone]
+        for path in segments:
             try:
-                base = cache.read(schema, path)
+                signature = _signature(path)
+                held = self._index.get(path)
+                if held is None or held[0] != signature:
+                    keys = pq.read_table(path, columns=list(self._table.key))
+                    self._index[path] = (signature, _key_hashes(keys))
+            except (OSError, pa.ArrowException) as exc:
+                raise LakeWriteError(f"could not read the keys of {path}: {exc}") from exc
+        return segments
+
+    def _keys_held_twice(self, segments: list[Path]) -> pa.Table:
+        """The keys held by more than one segment (a lake written before the invariant)."""
+        key = list(self._table.key)
+        hashes = [self._index[p][1] for p in segments]
+        if not hashes:
+            return self._table.arrow_schema().empty_table().select(key)
+        counted = pl.concat(hashes).value_counts()
+        twice = counted.filter(pl.col("count") > 1).to_series(0)
+        found = []
+        for path in segments:
+            held = self._index[path][1]
+            if held.is_in(twice).any():
+                keys = pq.read_table(path, columns=key)
+                found.append(keys.filter(held.is_in(twice).to_arrow()))
+        if not found:
+            return self._table.arrow_schema().empty_table().select(key)
+        return _frame(pa.concat_tables(found)).unique().to_arrow()
+
+    def _merge_locked(
+        self, inputs: list[Path], held: Mapping[Path, pa.Table], extra: pa.Table | None, *, rewrite_all: bool
+    ) -> Merge | None:
+        table, schema, key = self._table, self._table.arrow_schema(), list(self._table.key)
+        try:
+            parts = [held[p] if p in held else read_as(schema, p) for p in inputs]
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeWriteError(f"could not read {self._root / table.name} to merge it: {exc}") from exc
+        new = newest_per_key(table, pa.concat_tables(parts)) if parts else schema.empty_table()
+        keys = new.select(key)
+        if extra is not None and extra.num_rows:
+            keys = pa.concat_tables([keys, extra.cast(keys.schema)])
+        hashes = _key_hashes(keys)
+        targets = _by_segment(self._root, table, new)
+        touched = {p for p, (_, held_hashes) in self._index.items() if held_hashes.is_in(hashes).any()}
+        touched |= set(targets)
+        if rewrite_all:
+            touched |= set(self._index)
+        wanted = _frame(keys).unique()
+        kept: dict[Path, pa.Table] = {}
+        contested: list[pa.Table] = []
+        changed: set[Path] = set(targets)
+        rows_in = new.num_rows
+        for path in sorted(touched):
+            try:
+                base = self._cache.read(schema, path)
             except (OSError, pa.ArrowException) as exc:
                 raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
-            new = newest_per_key(table, hour_rows)
             if base is None:
-                merged = new
-            else:
-                both, order = merge_order(table, base, new)
-                merged = both.take(order)
-            write_sorted(merged, directory, path.name, sync_dir=False)
-            cache.keep(path, merged)
-            rows_in += hour_rows.num_rows + (0 if base is None else base.num_rows)
-            rows_out += merged.num_rows
-            segments += 1
-        if segments:
-            fsync_dir(directory)  # the renames are durable before a batch file goes
+                continue
+            rows_in += base.num_rows
+            base_keys = _frame(base.select(key)).with_row_index("_row")
+            taken = base_keys.join(wanted, on=key, how="semi", nulls_equal=True).get_column("_row")
+            if taken.len() == 0:
+                kept[path] = base
+                continue
+            changed.add(path)
+            left = base_keys.join(wanted, on=key, how="anti", nulls_equal=True).get_column("_row")
+            contested.append(base.take(taken.to_arrow()))
+            kept[path] = base.take(left.to_arrow())
+        if rewrite_all:
+            changed |= set(kept)
+        winners = newest_per_key(table, pa.concat_tables([new, *contested])) if contested else new
+        placed = _by_segment(self._root, table, winners)
+        rows_out = written = 0
+        folders: set[Path] = set()
+        for path in sorted(changed):
+            parts = [r for r in (kept.get(path), placed.get(path)) if r is not None and r.num_rows]
+            if not parts:
+                if path.exists():
+                    path.unlink()
+                    folders.add(path.parent)
+                    written += 1
+                self._index.pop(path, None)
+                continue
+            folders.add(path.parent)
+            written += 1
+            rows = _sorted_by_key(table, pa.concat_tables(parts))
+            make_dirs(path.parent)
+            write_sorted(rows, path.parent, path.name, sync_dir=False)
+            self._cache.keep(path, rows)
+            self._index[path] = (_signature(path), _key_hashes(rows.select(key)))
+            rows_out += rows.num_rows
+        for folder in sorted(folders):
+            fsync_dir(folder)  # the renames are durable before a batch file goes
         for path in inputs:
             path.unlink(missing_ok=True)
-        if inputs:
-            fsync_dir(directory)
-        return Merge(directory, len(inputs), rows_in, rows_out, segments)
+        for folder in sorted({p.parent for p in inputs}):
+            fsync_dir(folder)
+        if not inputs and not written:
+            return None
+        return Merge(self._root / table.name, len(inputs), rows_in, rows_out, written)
 
 
 class SegmentCache:
@@ -176,51 +336,40 @@ def _signature(path: Path) -> tuple[int, int, int]:
 
 
 def merge_table(root: Path, table: Table) -> list[Merge]:
-    """Merge every day of the table that has batch files (e.g. after a backfill, or left by a crash)."""
-    done = []
-    for directory in sorted(p for p in (root / table.name).glob("date=*") if p.is_dir()):
-        result = merge_partition(table, directory)
-        if result is not None:
-            done.append(result)
-    return done
+    """Merge the table's batch files (e.g. after a backfill, or left by a crash); [] when there was nothing to do."""
+    result = TableMerger(root, table).merge()
+    return [] if result is None else [result]
 
 
-def _by_hour(table: Table, inputs: list[Path], rows: pa.Table | None) -> Iterator[tuple[int, pa.Table]]:
-    """The rows of the batch files and `rows`, an hour at a time, oldest first. Only the files holding rows of
-    the hour are read for it (their partition column says which), and a file is let go after its last hour,
-    so a backfill of a whole day of batch files is never in memory at once."""
-    schema = table.arrow_schema()
-    try:
-        hours_of = {p: set(_hours(table, pq.read_table(p, columns=[table.partition_by]))) for p in inputs}
-    except (OSError, pa.ArrowException) as exc:
-        raise LakeWriteError(f"could not read {inputs[0].parent} to merge it: {exc}") from exc
-    held = dict(split_by_hour(table, rows)) if rows is not None else {}
-    read: dict[Path, pa.Table] = {}
-    for hour in sorted(set(held).union(*hours_of.values())):
-        parts = [held.pop(hour)] if hour in held else []
-        for path in (p for p in inputs if hour in hours_of[p]):
-            try:
-                frame = read[path] if path in read else read.setdefault(path, read_as(schema, path))
-            except (OSError, pa.ArrowException) as exc:
-                raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
-            parts.append(frame.filter(pc.equal(_hour_array(table, frame), hour)))
-            if hour == max(hours_of[path]):
-                del read[path]
-        yield hour, pa.concat_tables(parts)
+def _key_hashes(keys: pa.Table) -> pl.Series:
+    """A 64-bit hash per row of the key columns (nulls hashed as values). Equal keys hash equally within the
+    process; a collision only makes a segment a candidate, which the exact key comparison then settles."""
+    return _frame(keys).hash_rows(seed=0)
 
 
-def _hour_array(table: Table, rows: pa.Table) -> pa.ChunkedArray:
-    return pc.hour(rows.column(table.partition_by))  # the stamps are UTC
+def _hour_codes(table: Table, rows: pa.Table) -> pa.Array:
+    """Per row, days since the epoch x 24 + the UTC hour of the partition column: which segment it belongs to."""
+    stamps = rows.column(table.partition_by)
+    days = pc.cast(pc.cast(stamps, pa.date32()), pa.int32())  # the stamps are UTC
+    codes = pc.add(pc.multiply(pc.cast(days, pa.int64()), 24), pc.cast(pc.hour(stamps), pa.int64()))
+    return codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes
 
 
-def _hours(table: Table, rows: pa.Table) -> list[int]:
-    return [h for h in pc.unique(_hour_array(table, rows)).to_pylist() if h is not None]
+def _segment_of(root: Path, table: Table, code: int) -> Path:
+    day = _EPOCH + timedelta(days=code // 24)
+    return partition_dir(root, table, day) / segment_name(code % 24)
 
 
-def split_by_hour(table: Table, rows: pa.Table) -> list[tuple[int, pa.Table]]:
-    """The rows by UTC hour of the partition column (which the lake guarantees is set), oldest hour first."""
-    hours = _hour_array(table, rows)
-    return [(hour, rows.filter(pc.equal(hours, hour))) for hour in sorted(_hours(table, rows))]
+def _by_segment(root: Path, table: Table, rows: pa.Table) -> dict[Path, pa.Table]:
+    if rows.num_rows == 0:
+        return {}
+    codes = _hour_codes(table, rows)
+    distinct = sorted(c for c in pc.unique(codes).to_pylist() if c is not None)
+    return {_segment_of(root, table, c): rows.filter(pc.equal(codes, c)) for c in distinct}
+
+
+def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
+    return rows.take(pc.sort_indices(rows, sort_keys=[(k, "ascending", "at_end") for k in table.key]))
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
@@ -233,25 +382,6 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def merge_order(table: Table, base: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Array]:
-    """(rows, order): `rows.take(order)` are the rows the view shows over `base` and `new` (each one row per
-    key), sorted by key. `rows` is `base` followed by the winners of the keys `new` holds, without copying
-    `base`; only the keys of `new` are decided again."""
-    key = list(table.key)
-    schema = table.arrow_schema()
-    base_keys = _frame(base.select(key)).with_row_index("_row")
-    new_keys = _frame(new.select(key)).unique()
-    contested = base_keys.join(new_keys, on=key, how="semi", nulls_equal=True).get_column("_row")
-    kept = base_keys.join(new_keys, on=key, how="anti", nulls_equal=True).get_column("_row")
-    winners = newest_per_key(table, pa.concat_tables([new, base.take(contested.to_arrow())]).cast(schema))
-    rows = pa.concat_tables([base, winners])
-    source = pl.concat([kept.cast(pl.Int64), pl.int_range(base.num_rows, rows.num_rows, dtype=pl.Int64, eager=True)])
-    keys = pa.concat_tables([base.select(key).take(kept.to_arrow()), winners.select(key)])
-    by_key = pc.sort_indices(keys, sort_keys=[(k, "ascending", "at_end") for k in key])
-    order = source.to_arrow().take(by_key)
-    return rows, order
 
 
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
