@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -59,8 +60,8 @@ def applied_files(lake_dir: Path) -> set[FileId]:
 class MergingSink:
     """A TableSink over the lake's sink that keeps `intraday_order_lines` merged on write (`warehouse.merge`).
 
-    A report file's batch is published in three steps: its lines (a batch file per day of `order_time`) and
-    quarantined rows, then its ledger row, then the lines merged into the table's segments
+    A report file's batch is published in two steps: its lines (a batch file per day of `order_time`) and
+    quarantined rows, then its ledger row and, at the same time, the lines merged into the table's segments
     (`TableMerger.merge`, handed the rows it just published so it need not read them back), after which the
     batch files are gone. A crash before the ledger row leaves the file unapplied (it is applied again under the
     same batch id, rewriting the same files); a crash after it leaves batch files the readers rank against the
@@ -72,21 +73,28 @@ class MergingSink:
         self._lake_dir = lake_dir
         self._merge_each_file = merge_each_file
         self._merger = TableMerger(lake_dir, INTRADAY_ORDER_LINES)
+        self._ledger = ThreadPoolExecutor(1, thread_name_prefix="intraday-ledger")
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         ledger = rows.get(LEDGER_TABLE)
         batch = {name: table_rows for name, table_rows in rows.items() if name != LEDGER_TABLE}
         self._sink.write(batch, batch_id)
-        if ledger:
-            self._sink.write({LEDGER_TABLE: ledger}, batch_id)
-        if self._merge_each_file:
-            lines = batch.get(LINES_TABLE, ())
-            held: dict[Path, pa.Table] = {}
-            if isinstance(lines, ArrowRows):
-                for day, frame in split_by_day(INTRADAY_ORDER_LINES, lines.table):
-                    directory = partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day)
-                    held[directory / published_name(batch_id)] = frame
+        if not self._merge_each_file:
+            if ledger:
+                self._sink.write({LEDGER_TABLE: ledger}, batch_id)
+            return
+        lines = batch.get(LINES_TABLE, ())
+        held: dict[Path, pa.Table] = {}
+        if isinstance(lines, ArrowRows):
+            for day, frame in split_by_day(INTRADAY_ORDER_LINES, lines.table):
+                held[partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day) / published_name(batch_id)] = frame
+        # The lines are durable: the ledger row and the merge need not wait for each other (their fsyncs overlap).
+        ledger_written = self._ledger.submit(self._sink.write, {LEDGER_TABLE: ledger}, batch_id) if ledger else None
+        try:
             self._merger.merge(held)
+        finally:
+            if ledger_written is not None:
+                ledger_written.result()
 
     def merge(self) -> None:
         """Merge whatever batch files are waiting (left by a crash, or a backfill's)."""

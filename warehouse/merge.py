@@ -45,6 +45,7 @@ import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -65,6 +66,7 @@ LOCK_NAME = ".merge.lock"
 MARKER_NAME = "_one_segment_per_key.json"
 """In a table's folder: every key of the table is in exactly one segment once the batch files are merged."""
 _EPOCH = date(1970, 1, 1)
+WRITE_THREADS = 4
 MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
 """Tables kept merged on write (their readers rank only keys of batch files not merged yet)."""
 
@@ -170,7 +172,13 @@ class TableMerger:
         self._root = root
         self._table = table
         self._cache = SegmentCache(cache_size)
-        self._index: dict[Path, tuple[tuple[int, int, int], pl.Series]] = {}
+        self._index = _KeyIndex()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="merge-write")
+        return self._pool
 
     def merge(self, held: Mapping[Path, pa.Table] | None = None) -> Merge | None:
         """Merge every batch file of the table; `held` gives the rows of batch files already in memory (exactly
@@ -195,15 +203,14 @@ class TableMerger:
     def _refresh_index(self) -> list[Path]:
         """The table's segments, the index made to match them (a segment whose file changed is read again)."""
         segments = segment_files(self._root, self._table)
-        for gone in set(self._index) - set(segments):
-            del self._index[gone]
+        for gone in self._index.paths() - set(segments):
+            self._index.drop(gone)
         for path in segments:
             try:
                 signature = _signature(path)
-                held = self._index.get(path)
-                if held is None or held[0] != signature:
+                if self._index.signature(path) != signature:
                     keys = pq.read_table(path, columns=list(self._table.key))
-                    self._index[path] = (signature, _key_hashes(keys))
+                    self._index.put(path, signature, _key_hashes(keys))
             except (OSError, pa.ArrowException) as exc:
                 raise LakeWriteError(f"could not read the keys of {path}: {exc}") from exc
         return segments
@@ -211,17 +218,11 @@ class TableMerger:
     def _keys_held_twice(self, segments: list[Path]) -> pa.Table:
         """The keys held by more than one segment (a lake written before the invariant)."""
         key = list(self._table.key)
-        hashes = [self._index[p][1] for p in segments]
-        if not hashes:
-            return self._table.arrow_schema().empty_table().select(key)
-        counted = pl.concat(hashes).value_counts()
-        twice = counted.filter(pl.col("count") > 1).to_series(0)
+        twice = self._index.held_twice()
         found = []
-        for path in segments:
-            held = self._index[path][1]
-            if held.is_in(twice).any():
-                keys = pq.read_table(path, columns=key)
-                found.append(keys.filter(held.is_in(twice).to_arrow()))
+        for path in self._index.holding(twice):
+            keys = pq.read_table(path, columns=key)
+            found.append(keys.filter(_key_hashes(keys).is_in(twice).to_arrow()))
         if not found:
             return self._table.arrow_schema().empty_table().select(key)
         return _frame(pa.concat_tables(found)).unique().to_arrow()
@@ -240,10 +241,10 @@ class TableMerger:
             keys = pa.concat_tables([keys, extra.cast(keys.schema)])
         hashes = _key_hashes(keys)
         targets = _by_segment(self._root, table, new)
-        touched = {p for p, (_, held_hashes) in self._index.items() if held_hashes.is_in(hashes).any()}
+        touched = self._index.holding(hashes)
         touched |= set(targets)
         if rewrite_all:
-            touched |= set(self._index)
+            touched |= self._index.paths()
         wanted = _frame(keys).unique()
         kept: dict[Path, pa.Table] = {}
         contested: list[pa.Table] = []
@@ -272,6 +273,7 @@ class TableMerger:
         placed = _by_segment(self._root, table, winners)
         rows_out = written = 0
         folders: set[Path] = set()
+        outputs: list[tuple[Path, pa.Table]] = []
         for path in sorted(changed):
             parts = [r for r in (kept.get(path), placed.get(path)) if r is not None and r.num_rows]
             if not parts:
@@ -279,25 +281,69 @@ class TableMerger:
                     path.unlink()
                     folders.add(path.parent)
                     written += 1
-                self._index.pop(path, None)
+                self._index.drop(path)
                 continue
             folders.add(path.parent)
             written += 1
-            rows = _sorted_by_key(table, pa.concat_tables(parts))
             make_dirs(path.parent)
-            write_sorted(rows, path.parent, path.name, sync_dir=False)
+            outputs.append((path, _sorted_by_key(table, pa.concat_tables(parts))))
+        if len(outputs) > 1:  # Parquet encoding and fsync release the GIL: the segments are written side by side
+            list(self._threads().map(_write_segment, outputs))
+        else:
+            list(map(_write_segment, outputs))
+        for path, rows in outputs:
             self._cache.keep(path, rows)
-            self._index[path] = (_signature(path), _key_hashes(rows.select(key)))
+            self._index.put(path, _signature(path), _key_hashes(rows.select(key)))
             rows_out += rows.num_rows
         for folder in sorted(folders):
             fsync_dir(folder)  # the renames are durable before a batch file goes
         for path in inputs:
-            path.unlink(missing_ok=True)
-        for folder in sorted({p.parent for p in inputs}):
-            fsync_dir(folder)
+            path.unlink(missing_ok=True)  # not fsynced: a batch file back after a crash is merged again, unchanged
         if not inputs and not written:
             return None
         return Merge(self._root / table.name, len(inputs), rows_in, rows_out, written)
+
+
+class _KeyIndex:
+    """Which segments hold which key hashes: one frame of (hash, segment number) rows over every segment, and the
+    signature of each segment's file when its keys were taken."""
+
+    def __init__(self) -> None:
+        self._frame = pl.DataFrame(schema={"h": pl.UInt64, "seg": pl.UInt32})
+        self._numbers: dict[Path, int] = {}
+        self._paths: list[Path] = []
+        self._signatures: dict[Path, tuple[int, int, int]] = {}
+
+    def paths(self) -> set[Path]:
+        return set(self._signatures)
+
+    def signature(self, path: Path) -> tuple[int, int, int] | None:
+        return self._signatures.get(path)
+
+    def put(self, path: Path, signature: tuple[int, int, int], hashes: pl.Series) -> None:
+        number = self._numbers.get(path)
+        if number is None:
+            number = self._numbers[path] = len(self._paths)
+            self._paths.append(path)
+        held = pl.DataFrame({"h": hashes}).with_columns(seg=pl.lit(number, dtype=pl.UInt32))
+        self._frame = pl.concat([self._frame.filter(pl.col("seg") != number), held])
+        self._signatures[path] = signature
+
+    def drop(self, path: Path) -> None:
+        number = self._numbers.get(path)
+        if number is not None and path in self._signatures:
+            self._frame = self._frame.filter(pl.col("seg") != number)
+            del self._signatures[path]
+
+    def holding(self, hashes: pl.Series) -> set[Path]:
+        """The segments holding any of these hashes."""
+        found = self._frame.filter(pl.col("h").is_in(hashes.implode())).get_column("seg").unique()
+        return {self._paths[n] for n in found.to_list()}
+
+    def held_twice(self) -> pl.Series:
+        """The hashes more than one segment holds."""
+        counted = self._frame.group_by("h").agg(pl.len().alias("n"))
+        return counted.filter(pl.col("n") > 1).get_column("h")
 
 
 class SegmentCache:
@@ -344,7 +390,7 @@ def merge_table(root: Path, table: Table) -> list[Merge]:
 def _key_hashes(keys: pa.Table) -> pl.Series:
     """A 64-bit hash per row of the key columns (nulls hashed as values). Equal keys hash equally within the
     process; a collision only makes a segment a candidate, which the exact key comparison then settles."""
-    return _frame(keys).hash_rows(seed=0)
+    return _frame(keys).hash_rows(seed=0).alias("h")
 
 
 def _hour_codes(table: Table, rows: pa.Table) -> pa.Array:
@@ -366,6 +412,11 @@ def _by_segment(root: Path, table: Table, rows: pa.Table) -> dict[Path, pa.Table
     codes = _hour_codes(table, rows)
     distinct = sorted(c for c in pc.unique(codes).to_pylist() if c is not None)
     return {_segment_of(root, table, c): rows.filter(pc.equal(codes, c)) for c in distinct}
+
+
+def _write_segment(output: tuple[Path, pa.Table]) -> Path:
+    path, rows = output
+    return write_sorted(rows, path.parent, path.name, sync_dir=False)
 
 
 def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
