@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -61,11 +61,12 @@ class MergingSink:
     """A TableSink over the lake's sink that keeps `intraday_order_lines` merged on write (`warehouse.merge`).
 
     A report file's batch is published in two steps: its lines (a batch file per day of `order_time`) and
-    quarantined rows, then its ledger row and, at the same time, the lines merged into the table's segments
-    (`TableMerger.merge`, handed the rows it just published so it need not read them back), after which the
-    batch files are gone. A crash before the ledger row leaves the file unapplied (it is applied again under the
-    same batch id, rewriting the same files); a crash after it leaves batch files the readers rank against the
-    segments, merged by the next file or the next start (`build_applier`).
+    quarantined rows, then its ledger row; the lines are merged into the table's segments meanwhile
+    (`TableMerger.merge`, handed the rows so it need not read them back), which replaces a segment only once
+    the lines are durable, and removes the batch files at the end. A crash before the ledger row leaves the file
+    unapplied (it is applied again under the same batch id, rewriting the same files; merging its rows twice
+    changes nothing); a crash after it leaves batch files the readers rank against the segments, merged by the
+    next file or the next start (`build_applier`).
     """
 
     def __init__(self, sink: TableSink, lake_dir: Path, *, merge_each_file: bool = True) -> None:
@@ -73,13 +74,13 @@ class MergingSink:
         self._lake_dir = lake_dir
         self._merge_each_file = merge_each_file
         self._merger = TableMerger(lake_dir, INTRADAY_ORDER_LINES)
-        self._ledger = ThreadPoolExecutor(1, thread_name_prefix="intraday-ledger")
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="intraday-publish")
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         ledger = rows.get(LEDGER_TABLE)
         batch = {name: table_rows for name, table_rows in rows.items() if name != LEDGER_TABLE}
-        self._sink.write(batch, batch_id)
         if not self._merge_each_file:
+            self._sink.write(batch, batch_id)
             if ledger:
                 self._sink.write({LEDGER_TABLE: ledger}, batch_id)
             return
@@ -88,13 +89,22 @@ class MergingSink:
         if isinstance(lines, ArrowRows):
             for day, frame in split_by_day(INTRADAY_ORDER_LINES, lines.table):
                 held[partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day) / published_name(batch_id)] = frame
-        # The lines are durable: the ledger row and the merge need not wait for each other (their fsyncs overlap).
-        ledger_written = self._ledger.submit(self._sink.write, {LEDGER_TABLE: ledger}, batch_id) if ledger else None
+        # The merge works out the new segments (and writes their temp files) while the batch is being published;
+        # it replaces a segment only once `ready` has seen the batch durable and sent the ledger row on its way.
+        published = self._threads.submit(self._sink.write, batch, batch_id)
+        ledger_written: list[Future[None]] = []
+
+        def ready() -> None:
+            published.result()
+            if ledger and not ledger_written:
+                ledger_written.append(self._threads.submit(self._sink.write, {LEDGER_TABLE: ledger}, batch_id))
+
         try:
-            self._merger.merge(held)
+            self._merger.merge(held, ready=ready)
         finally:
-            if ledger_written is not None:
-                ledger_written.result()
+            ready()
+            for written in ledger_written:
+                written.result()
 
     def merge(self) -> None:
         """Merge whatever batch files are waiting (left by a crash, or a backfill's)."""

@@ -44,7 +44,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -180,22 +180,29 @@ class TableMerger:
             self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="merge-write")
         return self._pool
 
-    def merge(self, held: Mapping[Path, pa.Table] | None = None) -> Merge | None:
+    def merge(
+        self, held: Mapping[Path, pa.Table] | None = None, *, ready: Callable[[], None] | None = None
+    ) -> Merge | None:
         """Merge every batch file of the table; `held` gives the rows of batch files already in memory (exactly
-        the table's schema). None when there was nothing to do. The first merge of a lake without the marker also
+        the table's schema), which may still be being published: `ready` returns once they are durable (it is
+        called before the first segment is replaced, so the segments' temp files are written meanwhile). None
+        when there was nothing to do. The first merge of a lake without the marker also
         takes in every key held by more than one segment, rewrites the segments in the current schema, and
         writes the marker."""
         folder = self._root / self._table.name
         if not folder.is_dir():
-            return None
+            if ready is None or not held:
+                return None
+            ready()  # the table's first batch: its publication creates (and fsyncs) the folders
         with file_lock(folder / LOCK_NAME):
             current = read_marker(self._root, self._table) == schema_fingerprint(self._table)
-            inputs = batch_files(self._root, self._table)
+            held = held or {}
+            inputs = sorted({*batch_files(self._root, self._table), *held})
             if current and not inputs:
                 return None
             segments = self._refresh_index()
             extra = None if current else self._keys_held_twice(segments)
-            result = self._merge_locked(inputs, held or {}, extra, rewrite_all=not current)
+            result = self._merge_locked(inputs, held, extra, ready or _no_wait, rewrite_all=not current)
             if not current:
                 _write_marker(self._root, self._table)
             return result
@@ -228,7 +235,13 @@ class TableMerger:
         return _frame(pa.concat_tables(found)).unique().to_arrow()
 
     def _merge_locked(
-        self, inputs: list[Path], held: Mapping[Path, pa.Table], extra: pa.Table | None, *, rewrite_all: bool
+        self,
+        inputs: list[Path],
+        held: Mapping[Path, pa.Table],
+        extra: pa.Table | None,
+        ready: Callable[[], None],
+        *,
+        rewrite_all: bool,
     ) -> Merge | None:
         table, schema, key = self._table, self._table.arrow_schema(), list(self._table.key)
         try:
@@ -271,26 +284,39 @@ class TableMerger:
             changed |= set(kept)
         winners = newest_per_key(table, pa.concat_tables([new, *contested])) if contested else new
         placed = _by_segment(self._root, table, winners)
-        rows_out = written = 0
+        rows_out = 0
         folders: set[Path] = set()
         outputs: list[tuple[Path, pa.Table]] = []
+        emptied: list[Path] = []
         for path in sorted(changed):
             parts = [r for r in (kept.get(path), placed.get(path)) if r is not None and r.num_rows]
             if not parts:
                 if path.exists():
-                    path.unlink()
-                    folders.add(path.parent)
-                    written += 1
-                self._index.drop(path)
+                    emptied.append(path)
                 continue
-            folders.add(path.parent)
-            written += 1
             make_dirs(path.parent)
             outputs.append((path, _sorted_by_key(table, pa.concat_tables(parts))))
         if len(outputs) > 1:  # Parquet encoding and fsync release the GIL: the segments are written side by side
-            list(self._threads().map(_write_segment, outputs))
+            temps = list(self._threads().map(_write_segment, outputs))
         else:
-            list(map(_write_segment, outputs))
+            temps = list(map(_write_segment, outputs))
+        try:
+            ready()  # the batch is durable: only now may a segment change
+        except BaseException:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+            raise
+        for temp, (path, _) in zip(temps, outputs, strict=True):
+            try:
+                os.replace(temp, path)
+            except OSError as exc:
+                raise LakeWriteError(f"could not publish {path}: {exc}") from exc
+        for path in emptied:
+            path.unlink(missing_ok=True)
+            self._index.drop(path)
+        folders.update(p.parent for p in emptied)
+        folders.update(p.parent for p, _ in outputs)
+        written = len(emptied) + len(outputs)
         for path, rows in outputs:
             self._cache.keep(path, rows)
             self._index.put(path, _signature(path), _key_hashes(rows.select(key)))
@@ -414,9 +440,13 @@ def _by_segment(root: Path, table: Table, rows: pa.Table) -> dict[Path, pa.Table
     return {_segment_of(root, table, c): rows.filter(pc.equal(codes, c)) for c in distinct}
 
 
+def _no_wait() -> None:
+    return None
+
+
 def _write_segment(output: tuple[Path, pa.Table]) -> Path:
     path, rows = output
-    return write_sorted(rows, path.parent, path.name, sync_dir=False)
+    return write_temp(rows, path)
 
 
 def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
@@ -461,15 +491,8 @@ def write_sorted(rows: pa.Table, directory: Path, name: str, *, sync_dir: bool =
     at a time (each made contiguous, so the bytes depend on the values only), fsynced, renamed over the old
     file; the folder fsynced, unless `sync_dir` is false (the caller fsyncs it after its last rename)."""
     final = directory / name
-    temp = directory / f".{name}.tmp"  # the lake's temp-file pattern: the janitor removes one a crash left
+    temp = write_temp(rows, final)
     try:
-        with open(temp, "wb") as out:
-            with pq.ParquetWriter(out, rows.schema, compression=COMPRESSION) as writer:
-                for start in range(0, rows.num_rows, ROW_GROUP_ROWS):
-                    group = rows.slice(start, ROW_GROUP_ROWS).combine_chunks()
-                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
-            out.flush()
-            os.fsync(out.fileno())
         os.replace(temp, final)
         if sync_dir:
             fsync_dir(directory)
@@ -478,3 +501,21 @@ def write_sorted(rows: pa.Table, directory: Path, name: str, *, sync_dir: bool =
             temp.unlink(missing_ok=True)
         raise LakeWriteError(f"could not publish {final}: {exc}") from exc
     return final
+
+
+def write_temp(rows: pa.Table, final: Path) -> Path:
+    """`rows` written and fsynced as the hidden temp file of `final` (see `write_sorted`), to be renamed over it."""
+    temp = final.with_name(f".{final.name}.tmp")  # the lake's temp-file pattern: the janitor removes one a crash left
+    try:
+        with open(temp, "wb") as out:
+            with pq.ParquetWriter(out, rows.schema, compression=COMPRESSION) as writer:
+                for start in range(0, rows.num_rows, ROW_GROUP_ROWS):
+                    group = rows.slice(start, ROW_GROUP_ROWS).combine_chunks()
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise LakeWriteError(f"could not publish {final}: {exc}") from exc
+    return temp
