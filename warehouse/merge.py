@@ -28,7 +28,7 @@ and the next merge (run at start by the ingester) takes the batch in again: merg
 
 Older lakes, written before the invariant, may hold a key in two hours. The table's marker
 (`_one_segment_per_key.json` in its folder, holding the schema's fingerprint) says a lake satisfies it: written
-after a merge that also took in every key held by more than one segment and rewrote every segment in the
+after a merge that also took in every key held by more than one segment and rewrote every segment not in the
 table's current schema (the first merge of an old lake, or of a new one). Without it, readers keep the view that
 de-duplicates every key held twice.
 
@@ -200,9 +200,9 @@ class TableMerger:
             inputs = sorted({*batch_files(self._root, self._table), *held})
             if current and not inputs:
                 return None
-            segments = self._refresh_index()
-            extra = None if current else self._keys_held_twice(segments)
-            result = self._merge_locked(inputs, held, extra, ready or _no_wait, rewrite_all=not current)
+            self._refresh_index()
+            extra, stale = (None, set()) if current else (self._keys_held_twice(), self._other_schema())
+            result = self._merge_locked(inputs, held, extra, ready or _no_wait, rewrite=stale)
             if not current:
                 _write_marker(self._root, self._table)
             return result
@@ -222,7 +222,15 @@ class TableMerger:
                 raise LakeWriteError(f"could not read the keys of {path}: {exc}") from exc
         return segments
 
-    def _keys_held_twice(self, segments: list[Path]) -> pa.Table:
+    def _other_schema(self) -> set[Path]:
+        """The segments whose files do not have exactly the table's schema (written before it changed)."""
+        schema = self._table.arrow_schema()
+        try:
+            return {p for p in self._index.paths() if not pq.read_schema(p).remove_metadata().equals(schema)}
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeWriteError(f"could not read the schema of a segment of {self._table.name}: {exc}") from exc
+
+    def _keys_held_twice(self) -> pa.Table:
         """The keys held by more than one segment (a lake written before the invariant)."""
         key = list(self._table.key)
         twice = self._index.held_twice()
@@ -241,7 +249,7 @@ class TableMerger:
         extra: pa.Table | None,
         ready: Callable[[], None],
         *,
-        rewrite_all: bool,
+        rewrite: set[Path],
     ) -> Merge | None:
         table, schema, key = self._table, self._table.arrow_schema(), list(self._table.key)
         try:
@@ -256,8 +264,7 @@ class TableMerger:
         targets = _by_segment(self._root, table, new)
         touched = self._index.holding(hashes)
         touched |= set(targets)
-        if rewrite_all:
-            touched |= self._index.paths()
+        touched |= rewrite
         wanted = _frame(keys).unique()
         kept: dict[Path, pa.Table] = {}
         contested: list[pa.Table] = []
@@ -280,8 +287,7 @@ class TableMerger:
             left = base_keys.join(wanted, on=key, how="anti", nulls_equal=True).get_column("_row")
             contested.append(base.take(taken.to_arrow()))
             kept[path] = base.take(left.to_arrow())
-        if rewrite_all:
-            changed |= set(kept)
+        changed |= rewrite & set(kept)
         winners = newest_per_key(table, pa.concat_tables([new, *contested])) if contested else new
         placed = _by_segment(self._root, table, winners)
         rows_out = 0

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,8 @@ from warehouse.merge import (
     merge_table,
     newest_per_key,
     read_as,
+    read_marker,
+    schema_fingerprint,
     segment_files,
     segment_name,
     write_sorted,
@@ -229,3 +232,18 @@ def test_any_order_grouping_and_duplicates_of_moving_keys_give_one_segment_per_k
         files = {p.relative_to(lake).as_posix(): p.read_bytes() for p in segment_files(lake, TABLE)}
         assert files == {p.relative_to(reference).as_posix(): p.read_bytes() for p in segment_files(reference, TABLE)}
         assert batch_files(lake, TABLE) == []
+
+
+def test_a_segment_written_before_the_schema_changed_is_read_by_name_then_rewritten(tmp_path: Path) -> None:
+    apply(tmp_path, "b1", [version(HOUR_A, 0, "pending")])
+    [path] = segment_files(tmp_path, TABLE)
+    rows = read_as(TABLE.arrow_schema(), path)
+    write_sorted(rows.drop_columns(["item_name"]), path.parent, path.name)  # as an older schema wrote it
+    (tmp_path / TABLE.name / MARKER_NAME).write_text('{"schema": "an older one"}\n')
+    assert statuses(tmp_path) == [("trip-1", HOUR_A, "pending")]
+    assert run_query(tmp_path, "select item_name from intraday_order_lines").rows == [(None,)]
+
+    assert merge_table(tmp_path, TABLE) != []
+    assert pq.read_schema(path).remove_metadata().equals(TABLE.arrow_schema())
+    assert read_marker(tmp_path, TABLE) == schema_fingerprint(TABLE)
+    assert statuses(tmp_path) == [("trip-1", HOUR_A, "pending")]
