@@ -186,9 +186,9 @@ class TableMerger:
         """Merge every batch file of the table; `held` gives the rows of batch files already in memory (exactly
         the table's schema), which may still be being published: `ready` returns once they are durable (it is
         called before the first segment is replaced, so the segments' temp files are written meanwhile). None
-        when there was nothing to do. The first merge of a lake without the marker also
-        takes in every key held by more than one segment, rewrites the segments in the current schema, and
-        writes the marker."""
+        when there was nothing to do. The first merge of a lake without the marker also takes in every key held
+        by more than one segment, rewrites the segments not in the current schema, and writes the marker.
+        Merges are serialised by the table's lock (threads and processes)."""
         folder = self._root / self._table.name
         if not folder.is_dir():
             if ready is None or not held:

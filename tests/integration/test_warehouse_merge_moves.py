@@ -11,11 +11,13 @@ from pathlib import Path
 
 import duckdb
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contracts.tables import INTRADAY_ORDER_LINES
 from tests.integration.test_warehouse_merge import plain_view, view
+from warehouse import query
 from warehouse.lake import LakeWriter, partition_dir
 from warehouse.merge import (
     MARKER_NAME,
@@ -247,3 +249,21 @@ def test_a_segment_written_before_the_schema_changed_is_read_by_name_then_rewrit
     assert pq.read_schema(path).remove_metadata().equals(TABLE.arrow_schema())
     assert read_marker(tmp_path, TABLE) == schema_fingerprint(TABLE)
     assert statuses(tmp_path) == [("trip-1", HOUR_A, "pending")]
+
+
+def test_a_query_during_which_the_tables_files_changed_runs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply(tmp_path, "b1", [version(HOUR_A, 0, "pending")])
+    real, runs = query.fetch, []
+
+    def fetch_then_publish(con: duckdb.DuckDBPyConnection, sql: str) -> query.QueryResult:
+        result = real(con, sql)
+        if not runs:  # a batch lands while the first run reads: its rows were not seen
+            LakeWriter(tmp_path).write(TABLE, [version(HOUR_B, 5, "settled")], "b2")
+        runs.append(sql)
+        return result
+
+    monkeypatch.setattr(query, "fetch", fetch_then_publish)
+    assert statuses(tmp_path) == [("trip-1", HOUR_B, "settled")]
+    assert len(runs) == 2
