@@ -67,6 +67,8 @@ MARKER_NAME = "_one_segment_per_key.json"
 """In a table's folder: every key of the table is in exactly one segment once the batch files are merged."""
 _EPOCH = date(1970, 1, 1)
 WRITE_THREADS = 4
+GROUP_ROWS = 250_000
+"""Batch rows a merge takes in at once (a backfill's are merged a group at a time)."""
 MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
 """Tables kept merged on write (their readers rank only keys of batch files not merged yet)."""
 
@@ -202,10 +204,44 @@ class TableMerger:
                 return None
             self._refresh_index()
             extra, stale = (None, set()) if current else (self._keys_held_twice(), self._other_schema())
-            result = self._merge_locked(inputs, held, extra, ready or _no_wait, rewrite=stale)
+            done: list[Merge] = []
+            for group in self._groups(inputs, held):  # a backfill's batch files a bounded number of rows at a time
+                result = self._merge_locked(group, held, extra, ready or _no_wait, rewrite=stale)
+                extra, stale = None, set()
+                if result is not None:
+                    done.append(result)
             if not current:
                 _write_marker(self._root, self._table)
-            return result
+            if not done:
+                return None
+            return Merge(
+                folder,
+                sum(m.inputs for m in done),
+                sum(m.rows_in for m in done),
+                sum(m.rows_out for m in done),
+                sum(m.segments for m in done),
+            )
+
+    def _groups(self, inputs: list[Path], held: Mapping[Path, pa.Table]) -> list[list[Path]]:
+        """The batch files in groups of about `GROUP_ROWS` rows (at least one file each; the held ones first,
+        then the others oldest first, so a group covers a few hours), so memory stays bounded; one group at
+        least. Each group is a complete merge: its files go once its segments are durable."""
+        if not inputs:
+            return [[]]
+        try:
+            sizes = {p: held[p].num_rows if p in held else pq.read_metadata(p).num_rows for p in inputs}
+            order = sorted(inputs, key=lambda p: (p not in held, 0 if p in held else p.stat().st_mtime_ns, p))
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeWriteError(f"could not read the batch files of {self._table.name}: {exc}") from exc
+        groups: list[list[Path]] = [[]]
+        rows = 0
+        for path in order:
+            if groups[-1] and rows + sizes[path] > GROUP_ROWS:
+                groups.append([])
+                rows = 0
+            groups[-1].append(path)
+            rows += sizes[path]
+        return groups
 
     def _refresh_index(self) -> list[Path]:
         """The table's segments, the index made to match them (a segment whose file changed is read again)."""

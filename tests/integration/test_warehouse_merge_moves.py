@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from contracts.tables import INTRADAY_ORDER_LINES
 from tests.integration.test_warehouse_merge import plain_view, view
-from warehouse import query
+from warehouse import merge, query
 from warehouse.lake import LakeWriter, partition_dir
 from warehouse.merge import (
     MARKER_NAME,
@@ -267,3 +267,30 @@ def test_a_query_during_which_the_tables_files_changed_runs_again(
     monkeypatch.setattr(query, "fetch", fetch_then_publish)
     assert statuses(tmp_path) == [("trip-1", HOUR_B, "settled")]
     assert len(runs) == 2
+
+
+def test_a_backfill_merged_a_group_of_batch_files_at_a_time_gives_the_same_segments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(merge, "GROUP_ROWS", 2)  # a group of one or two batch files
+    rows = [
+        version(HOUR_A, 0, "pending"),
+        version(HOUR_B, 5, "settled"),
+        version(DAY_BEFORE, 9, "refunded"),
+        version(HOUR_A, 1, "pending", trip="trip-2"),
+        version(DAY_BEFORE, 0, "pending", trip="trip-2"),
+        version(HOUR_B, 2, "pending", trip="trip-3"),
+    ]
+    for n, row in enumerate(rows):
+        LakeWriter(tmp_path / "lake").write(TABLE, [row], f"b{n}")
+    LakeWriter(tmp_path / "reference").write(TABLE, rows, "all")
+    merge_table(tmp_path / "reference", TABLE)
+
+    [done] = merge_table(tmp_path / "lake", TABLE)
+
+    assert done.inputs == len(rows)
+    assert batch_files(tmp_path / "lake", TABLE) == []
+    assert all(len(held) == 1 for held in where_keys_are(tmp_path / "lake").values())
+    got = {p.relative_to(tmp_path / "lake").as_posix(): p.read_bytes() for p in segment_files(tmp_path / "lake", TABLE)}
+    reference = tmp_path / "reference"
+    assert got == {p.relative_to(reference).as_posix(): p.read_bytes() for p in segment_files(reference, TABLE)}
