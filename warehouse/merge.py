@@ -32,8 +32,8 @@ after a merge that also took in every key held by more than one segment and rewr
 table's current schema (the first merge of an old lake, or of a new one). Without it, readers keep the view that
 de-duplicates every key held twice.
 
-Merges of a table are serialised by an exclusive `flock` on `.merge.lock` in its folder; compaction leaves tables
-merged on write alone.
+Merges of a table are serialised by an exclusive `flock` on `.merge.lock` in its folder, which compaction takes
+too for such a table (it compacts only days without segments: a compacted file is a batch file like any other).
 """
 
 from __future__ import annotations
@@ -154,6 +154,11 @@ def partition_lock(directory: Path) -> contextlib.AbstractContextManager[None]:
     return file_lock(directory / LOCK_NAME)
 
 
+def table_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the merge lock of the table whose folder this is (blocking); across threads and processes."""
+    return file_lock(folder / LOCK_NAME)
+
+
 def batch_files(root: Path, table: Table) -> list[Path]:
     """The table's published files that are not segments (batches not merged yet), sorted."""
     folder = root / table.name
@@ -196,7 +201,7 @@ class TableMerger:
             if ready is None or not held:
                 return None
             ready()  # the table's first batch: its publication creates (and fsyncs) the folders
-        with file_lock(folder / LOCK_NAME):
+        with table_lock(folder):
             current = read_marker(self._root, self._table) == schema_fingerprint(self._table)
             held = held or {}
             inputs = sorted({*batch_files(self._root, self._table), *held})
