@@ -197,10 +197,10 @@ class TableMerger:
         by more than one segment, rewrites the segments not in the current schema, and writes the marker.
         Merges are serialised by the table's lock (threads and processes)."""
         folder = self._root / self._table.name
-        if not folder.is_dir():
-            if ready is None or not held:
-                return None
+        if not folder.is_dir() and ready is not None:
             ready()  # the table's first batch: its publication creates (and fsyncs) the folders
+        if not folder.is_dir():
+            return None
         with table_lock(folder):
             current = read_marker(self._root, self._table) == schema_fingerprint(self._table)
             held = held or {}
