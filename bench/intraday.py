@@ -13,7 +13,7 @@ Each side runs in its own child process, which reports its own peak RSS:
 
 (a) ours, per file: the files in publication order, one at a time as production receives them: each applied
     through `ReportApplier` into a Parquet lake (`MergingSink` over `LakeSink`, as the reports consumer wires
-    it: the lines merged into their hourly segments before the ledger row), then
+    it: the lines published, then merged into their hourly segments, every key in one segment), then
     `select count(*) from intraday_order_lines` through `warehouse.query.run_query` (the production read path,
     `jwo sql`'s views) before the next. `*_apply_*` is the applying alone, `*_query_seconds` the 96 counts.
 (b) ours, backfill: all files applied as `jwo ingest intraday` applies them (merged once at the end), then one

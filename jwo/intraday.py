@@ -4,10 +4,10 @@
 The ledger of applied files is the `intraday_files` table in the lake; a `ReportApplier` starts with what it
 holds (read through `warehouse.query.run_query`, never the writer's DuckDB file).
 
-`intraday_order_lines` is merged on write (`MergingSink`, `warehouse.merge`): after a file's lines are published,
-they are merged into the de-duplicated segment file of each UTC hour (of `order_time`) they touch, then the
-ledger row is written. A reader reads one file per hour of orders with (almost) every key once, and a file
-costs a rewrite of the hours it covers (about two), not of the whole day.
+`intraday_order_lines` is merged on write (`MergingSink`, `warehouse.merge`): after a file's lines and its ledger
+row are published, the lines are merged into the de-duplicated segment file of each UTC hour (of `order_time`)
+they touch, and every key is then in exactly one segment of the whole table: a reader takes the segments as they
+are, and a file costs a rewrite of the hours it covers (about two), not of the whole day.
 
 `replay_day` re-applies the files the ledger says were published on a UTC day, from their raw bytes in
 `lake/_landing/`, into another lake, with the clock set to each file's recorded `applied_at`: the replayed
@@ -20,11 +20,11 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from aiobotocore.session import get_session
 
 from contracts.arrow_rows import ArrowRows
@@ -38,8 +38,8 @@ from ingest.ports import TableSink
 from ingest.reports import LEDGER_TABLE, LINES_TABLE, IntradayStats, ReportApplier, ReportConsumer
 from ingest.settings import IngestSettings, IntradaySettings
 from jwo.aws_resources import receive_config
-from warehouse.lake import LakeWriter, group_by_day, partition_dir, split_by_day
-from warehouse.merge import SegmentCache, merge_partition, merge_table
+from warehouse.lake import LakeWriter, partition_dir, published_name, split_by_day
+from warehouse.merge import TableMerger
 from warehouse.query import run_query
 
 log = logging.getLogger("jwo.intraday")
@@ -58,54 +58,57 @@ def applied_files(lake_dir: Path) -> set[FileId]:
 
 
 class MergingSink:
-    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged: one segment file per hour.
+    """A TableSink over the lake's sink that keeps `intraday_order_lines` merged on write (`warehouse.merge`).
 
-    A report file's batch is published in three steps: its quarantined rows, then its lines merged into the
-    hourly segments of each day they touch (`warehouse.merge.merge_partition`), then its ledger row. Lines of a
-    day that has a folder already are merged straight from memory, never published as a batch file (one Parquet
-    write and read less per file); a new day's lines are published through the sink first (so the sink sees
-    the table's first files and refreshes its views) and merged from there. A crash before the ledger row
-    leaves the file unapplied (it is applied again; merging a row twice changes nothing); a crash after it
-    leaves at most files the view still de-duplicates, merged by the next write or start.
+    A report file's batch is published in two steps: its lines (a batch file per day of `order_time`) and
+    quarantined rows, then its ledger row; the lines are merged into the table's segments meanwhile
+    (`TableMerger.merge`, handed the rows so it need not read them back), which replaces a segment only once
+    the lines are durable, and removes the batch files at the end. A crash before the ledger row leaves the file
+    unapplied (it is applied again under the same batch id, rewriting the same files; merging its rows twice
+    changes nothing); a crash after it leaves batch files the readers rank against the segments, merged by the
+    next file or the next start (`build_applier`).
     """
 
     def __init__(self, sink: TableSink, lake_dir: Path, *, merge_each_file: bool = True) -> None:
         self._sink = sink
         self._lake_dir = lake_dir
         self._merge_each_file = merge_each_file
-        self._segments = SegmentCache()
+        self._merger = TableMerger(lake_dir, INTRADAY_ORDER_LINES)
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="intraday-publish")
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None:
         ledger = rows.get(LEDGER_TABLE)
         batch = {name: table_rows for name, table_rows in rows.items() if name != LEDGER_TABLE}
+        if not self._merge_each_file:
+            self._sink.write(batch, batch_id)
+            if ledger:
+                self._sink.write({LEDGER_TABLE: ledger}, batch_id)
+            return
         lines = batch.get(LINES_TABLE, ())
-        direct: list[tuple[Path, pa.Table]] = []
-        if self._merge_each_file and isinstance(lines, ArrowRows):
-            published = []
+        held: dict[Path, pa.Table] = {}
+        if isinstance(lines, ArrowRows):
             for day, frame in split_by_day(INTRADAY_ORDER_LINES, lines.table):
-                directory = partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day)
-                if directory.is_dir():
-                    direct.append((directory, frame))
-                else:
-                    published.append(frame)
-            lines = batch[LINES_TABLE] = ArrowRows(pa.concat_tables([lines.table.slice(0, 0), *published]))
-        self._sink.write(batch, batch_id)
-        if self._merge_each_file:
-            for directory, frame in direct:
-                merge_partition(INTRADAY_ORDER_LINES, directory, frame, cache=self._segments)
-            for day in line_days(lines):
-                directory = partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day)
-                merge_partition(INTRADAY_ORDER_LINES, directory, cache=self._segments)
-        if ledger:
-            self._sink.write({LEDGER_TABLE: ledger}, batch_id)
+                held[partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day) / published_name(batch_id)] = frame
+        # The merge works out the new segments (and writes their temp files) while the batch is being published;
+        # it replaces a segment only once `ready` has seen the batch durable and sent the ledger row on its way.
+        published = self._threads.submit(self._sink.write, batch, batch_id)
+        ledger_written: list[Future[None]] = []
 
+        def ready() -> None:
+            published.result()
+            if ledger and not ledger_written:
+                ledger_written.append(self._threads.submit(self._sink.write, {LEDGER_TABLE: ledger}, batch_id))
 
-def line_days(lines: Sequence[Mapping[str, object]]) -> list[date]:
-    """The UTC days (`order_time`) of a batch of `intraday_order_lines` rows, oldest first."""
-    if isinstance(lines, ArrowRows):
-        stamps = lines.table.column(INTRADAY_ORDER_LINES.partition_by)
-        return sorted(d for d in pc.unique(pc.cast(stamps, pa.date32())).to_pylist() if d is not None)
-    return list(group_by_day(INTRADAY_ORDER_LINES, lines))
+        try:
+            self._merger.merge(held, ready=ready)
+        finally:
+            ready()
+            for written in ledger_written:
+                written.result()
+
+    def merge(self) -> None:
+        """Merge whatever batch files are waiting (left by a crash, or a backfill's)."""
+        self._merger.merge()
 
 
 def build_applier(
@@ -116,9 +119,10 @@ def build_applier(
     A backfill of many files passes `merge_each_file=False` and calls `merge_table` once at the end: until
     then the view still de-duplicates the day's files, and a crash is merged by the next start."""
     landing = LandingDir(lake_dir / LANDING_DIR) if ingest.intraday.keep_raw_files else None
-    merge_table(lake_dir, INTRADAY_ORDER_LINES)
+    merging = MergingSink(sink, lake_dir, merge_each_file=merge_each_file)
+    merging.merge()
     return ReportApplier(
-        MergingSink(sink, lake_dir, merge_each_file=merge_each_file),
+        merging,
         utc_now,
         columns=ingest.intraday.columns,
         applied=applied_files(lake_dir),

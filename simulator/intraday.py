@@ -9,6 +9,8 @@
 - Late orders from the previous day appear in random files; a few malformed rows (bad number, bad date,
   missing key) are planted with unique trips; item names carry commas, quotes and line breaks; some files
   are gzipped.
+- With `moved_orders`, some orders are restated with another `order_time` (an hour or so later or earlier, or
+  the previous day) and a later `last_updated`: the line's key moves to another hour or day.
 - Deliveries (the notifications) come out of order, and some twice.
 
 The answer key is the final `intraday_order_lines`: per (shopping_trip_id, line_item_id), the version with the
@@ -69,6 +71,9 @@ class IntradayConfig(BaseModel):
     orders_per_step: int = Field(12, ge=0)
     stores: int = Field(3, ge=1)
     late_orders: int = Field(8, ge=0)
+    moved_orders: int = Field(0, ge=0)
+    """Orders whose `order_time` a later version corrects (by an hour or so either way, or into the previous
+    day), with a later `last_updated`: the key moves to another hour's (or day's) segment."""
     malformed_rows: int = Field(6, ge=0)
     duplicate_share: float = Field(0.15, ge=0.0)
     gzip_share: float = Field(0.25, ge=0.0, le=1.0)
@@ -206,6 +211,22 @@ def build_day(config: IntradayConfig | None = None) -> IntradayDay:
             for i in range(index, min(index + rng.randint(1, 2), config.files)):
                 late.setdefault(i, []).append((line, published[i]))
 
+    # moved orders: first reported in one or two files, then restated in the next one or two with another
+    # order_time (later last_updated), so a key's partition hour or day changes between its versions
+    moved: dict[int, list[dict[str, object]]] = {}
+    for _ in range(config.moved_orders):
+        index = rng.randrange(max(1, config.files - 1))
+        order_time = published[index] - timedelta(minutes=rng.randint(1, 40))
+        shift = rng.choice([timedelta(minutes=-75), timedelta(minutes=70), timedelta(days=-1)])
+        for line in order(order_time, published[-1] + timedelta(days=2)):  # never settled: last_updated = order_time
+            first = rng.randint(1, 2)
+            for i in range(index, min(index + first, config.files)):
+                moved.setdefault(i, []).append(line.version(published[i]))
+            for n, i in enumerate(range(index + first, min(index + first + rng.randint(1, 2), config.files))):
+                restated = {**line.version(published[i]), "order_time": order_time + shift}
+                restated["last_updated"] = published[i] - timedelta(minutes=1 + n)
+                moved.setdefault(i, []).append(restated)
+
     malformed: dict[int, list[list[str]]] = {}
     for n in range(config.malformed_rows):
         index = rng.randrange(config.files)
@@ -224,6 +245,7 @@ def build_day(config: IntradayConfig | None = None) -> IntradayDay:
             if at - window < line.order_time <= at
         ]
         versions += [line.version(seen) for line, seen in late.get(index, [])]
+        versions += moved.get(index, [])
         bad = malformed.get(index, [])
         for row in versions:
             k = (str(row["shopping_trip_id"]), str(row["line_item_id"]))

@@ -7,11 +7,14 @@ derives from its inputs, and only then removes the inputs. A crash in between le
 the merged file: the views de-duplicate on the key, so readers see the same rows, and the next run
 merges again. Files that already hold `min_rows` rows are left alone, so the work per run is bounded.
 Only the lake's one writer process runs this. A day kept merged on write (`merge.py`: it has segment files)
-is left to its merges, and the partition's merge lock is held while compacting, so the two never interleave.
+is left to its merges; the partition's lock is held while compacting, and for a table merged on write the
+table's merge lock too, so a compaction and a merge never interleave (a compacted file of such a table is a
+batch file like any other: the next merge takes it in).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ import pyarrow.parquet as pq
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
 from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir
-from warehouse.merge import has_segments, partition_lock
+from warehouse.merge import MERGED_ON_WRITE, has_segments, partition_lock, table_lock
 from warehouse.views import files_select_sql, quote_literal
 
 MIN_ROWS = 100_000
@@ -48,7 +51,8 @@ def compact_partition(table: Table, directory: Path, *, min_rows: int = MIN_ROWS
     partition is merged on write (it has segment files)."""
     if not directory.is_dir() or has_segments(directory):
         return None
-    with partition_lock(directory):
+    merges = table_lock(directory.parent) if table.name in MERGED_ON_WRITE else contextlib.nullcontext()
+    with merges, partition_lock(directory):
         if has_segments(directory):
             return None
         return _compact_locked(table, directory, min_rows)

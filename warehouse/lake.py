@@ -294,7 +294,7 @@ class LakeWriter:
         final = directory / published_name(batch_id)
         temp = directory / temp_name(batch_id)
         try:
-            _make_dirs(directory)
+            make_dirs(directory)
             with open(temp, "wb") as out:
                 pq.write_table(
                     frame,
@@ -340,7 +340,7 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _make_dirs(directory: Path) -> None:
+def make_dirs(directory: Path) -> None:
     """Create the folder and its missing parents, fsyncing each parent so the new entries survive a crash."""
     missing: list[Path] = []
     current = directory

@@ -1,42 +1,53 @@
-"""Merge on write: a day of a latest-wins table kept as one de-duplicated segment file per hour of its rows.
+"""Merge on write: a latest-wins table kept as de-duplicated segment files, one per UTC hour of its rows, with
+every key in exactly one segment of the whole table.
 
-A reader pays for every row of every file it reads, because the view keeps one row per key (`views.py`).
-When a table is written in batches that mostly restate rows already there (an Intra-Day report repeats each
-line in ~4 files, each file covering the preceding hour), the writer calls `merge_partition` after publishing a
-batch. A day's folder then holds one segment file per UTC hour of the partition column
-(`part-current-HH.parquet`): one row per key among the rows of that hour, the newest by `Table.latest_by`, then
-the same tie-break on the other columns as the view, nulls last; sorted by key.
+A reader pays for every row of every file it reads, and for the de-duplication the view does (`views.py`). When a
+table is written in batches that mostly restate rows already there (an Intra-Day report repeats each line in ~4
+files, each file covering the preceding hour), the writer merges after publishing a batch (`TableMerger.merge`).
+Each day's folder holds one segment file per UTC hour of the partition column (`part-current-HH.parquet`): the
+rows of that hour, sorted by key, one per key. The invariant: **after a merge, every key is in exactly one
+segment of the whole table** (all days, all hours), holding its newest version by `Table.latest_by`, then the
+same tie-break on the other columns as the view, nulls last. A key whose partition time changed between versions
+is removed from its old hour (or day) in the same merge, and an older version arriving after a newer one in
+another hour is not inserted. So, when no batch file is waiting, a reader can take the segments as they are.
 
-`merge_partition` splits the day's batch files (and a batch's rows handed over in memory, never published as a
-batch file) by hour and merges each hour's rows into that hour's segment only. A report covers the preceding
-hour, so a file rewrites about two segments (about two hours of lines), not the whole day: the rewrite volume
-per file stays the same all day long, and so does the memory.
+A merge: (1) the batch files' rows (all days; rows already in memory are handed over) reduced to the newest per
+key; (2) the segments that may hold one of those keys found through an in-process index of each segment's key
+hashes (a derived cache: built from the segment files, and re-read for a segment whose file changed, so it is
+right after a restart or another process's merge), plus the segments of the hours the new rows belong to; (3)
+the winner per key among the batch rows and every copy those segments hold; (4) each touched segment rewritten
+as its untouched rows plus the winners of its hour (a segment left empty is removed), published as the lake
+publishes (temp file, fsync, rename over; each folder fsynced once after its renames); (5) only then the batch
+files removed. "Newest per key" does not depend on grouping or order, so a segment's bytes depend on the set of
+published rows only (a replay gives the same files).
 
-Each segment is the newest row per key over every published row of its hour, sorted by key and written in
-fixed row groups, and "newest per key" does not depend on grouping or order: a segment's bytes depend on the
-set of published rows only, never on arrival order or on how the merges were grouped (so a replay gives the
-same files). A key whose partition time changed between versions sits in two segments; the view decides it.
+Crash safety: a batch's rows are published (and its ledger row written) before a merge starts, and stay until
+every segment is renamed, so while a crash leaves a key in two segments (or a segment not yet rewritten), a batch
+file holding that key still exists; the readers rank exactly the keys of batch files (`views.batch_select_sql`),
+and the next merge (run at start by the ingester) takes the batch in again: merging a row twice changes nothing.
 
-Crash safety is compaction's argument (`compact.py`): each segment goes to a hidden temp file, is fsynced and
-renamed over the old one; when every hour of the batch is renamed the folder is fsynced (once for them all),
-and only then are the batch files removed (and the folder fsynced again). A crash in between leaves batch
-files whose rows are already in some segments; the view, which still de-duplicates, shows the same rows, and
-the next merge takes them in again (merging a row twice changes nothing). Rows handed over in memory belong to
-a report file whose ledger row is written only after the merge, so a crash mid-merge has the file applied
-again.
+Older lakes, written before the invariant, may hold a key in two hours. The table's marker
+(`_one_segment_per_key.json` in its folder, holding the schema's fingerprint) says a lake satisfies it: written
+after a merge that also took in every key held by more than one segment and rewrote every segment not in the
+table's current schema (the first merge of an old lake, or of a new one). Without it, readers keep the view that
+de-duplicates every key held twice.
 
-Merges of one partition are serialised by an exclusive `flock` on `.merge.lock` in its folder, which
-compaction takes too, so two threads or processes never merge the same day at once.
+Merges of a table are serialised by an exclusive `flock` on `.merge.lock` in its folder, which compaction takes
+too for such a table (it compacts only days without segments: a compacted file is a batch file like any other).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -46,12 +57,20 @@ import pyarrow.parquet as pq
 
 from contracts.tables import Table
 from warehouse.errors import LakeWriteError
-from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir
+from warehouse.lake import COMPRESSION, ROW_GROUP_ROWS, fsync_dir, make_dirs, partition_dir
 
 SEGMENT_PREFIX = "part-current-"
+SEGMENT_GLOB = f"*/{SEGMENT_PREFIX}*.parquet"
+"""Where a table's segments are, relative to its folder."""
 LOCK_NAME = ".merge.lock"
+MARKER_NAME = "_one_segment_per_key.json"
+"""In a table's folder: every key of the table is in exactly one segment once the batch files are merged."""
+_EPOCH = date(1970, 1, 1)
+WRITE_THREADS = 4
+GROUP_ROWS = 250_000
+"""Batch rows a merge takes in at once (a backfill's are merged a group at a time)."""
 MERGED_ON_WRITE = frozenset({"intraday_order_lines"})
-"""Tables whose days are kept merged on write (their view ranks only keys held more than once)."""
+"""Tables kept merged on write (their readers rank only keys of batch files not merged yet)."""
 
 
 def segment_name(hour: int) -> str:
@@ -64,13 +83,50 @@ def is_segment(path: Path) -> bool:
 
 
 def has_segments(directory: Path) -> bool:
-    """Whether the day is kept merged on write (compaction leaves it alone)."""
+    """Whether the day has segment files."""
     return any(is_segment(p) for p in directory.glob(f"{SEGMENT_PREFIX}*.parquet"))
+
+
+def schema_fingerprint(table: Table) -> str:
+    """A short digest of the table's Arrow schema (names and types, in order)."""
+    text = "\n".join(f"{f.name}:{f.type}" for f in table.arrow_schema())
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def marker_path(root: Path, table: Table) -> Path:
+    return root / table.name / MARKER_NAME
+
+
+def read_marker(root: Path, table: Table) -> str | None:
+    """The schema fingerprint the table's marker records; None when the lake does not say every key is in one
+    segment (no marker, or one that cannot be read)."""
+    try:
+        data = json.loads(marker_path(root, table).read_text())
+    except (OSError, ValueError):
+        return None
+    fingerprint = data.get("schema") if isinstance(data, dict) else None
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
+def _write_marker(root: Path, table: Table) -> None:
+    final = marker_path(root, table)
+    temp = final.with_name(f".{final.name}.tmp")
+    text = json.dumps({"invariant": "every key in exactly one segment", "schema": schema_fingerprint(table)})
+    try:
+        with open(temp, "w") as out:
+            out.write(text + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        raise LakeWriteError(f"could not write {final}: {exc}") from exc
 
 
 @dataclass(frozen=True)
 class Merge:
     directory: Path
+    """The table's folder."""
     inputs: int
     """Batch files merged."""
     rows_in: int
@@ -78,7 +134,7 @@ class Merge:
     rows_out: int
     """Rows of the segments written."""
     segments: int
-    """Segments written."""
+    """Segments written or removed."""
 
 
 @contextlib.contextmanager
@@ -94,50 +150,273 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def partition_lock(directory: Path) -> contextlib.AbstractContextManager[None]:
-    """Hold the partition's merge lock (blocking); across threads and processes."""
+    """Hold the partition's lock (compaction's; blocking); across threads and processes."""
     return file_lock(directory / LOCK_NAME)
 
 
-def merge_partition(
-    table: Table, directory: Path, rows: pa.Table | None = None, *, cache: SegmentCache | None = None
-) -> Merge | None:
-    """Merge the partition's batch files, and `rows` (the day's rows of a batch kept in memory, with exactly the
-    table's schema, not published as a file), into its hourly segments; None when there was nothing to merge.
+def table_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the merge lock of the table whose folder this is (blocking); across threads and processes."""
+    return file_lock(folder / LOCK_NAME)
 
-    `cache` keeps the segments last written in memory, so the next merge need not read them back."""
-    if not directory.is_dir():
-        return None
-    cache = SegmentCache(0) if cache is None else cache
-    with partition_lock(directory):
-        inputs = sorted(p for p in directory.glob("*.parquet") if p.is_file() and not is_segment(p))
-        if not inputs and rows is None:
+
+def batch_files(root: Path, table: Table) -> list[Path]:
+    """The table's published files that are not segments (batches not merged yet), sorted."""
+    folder = root / table.name
+    return sorted(p for p in folder.glob("*/*.parquet") if p.is_file() and not is_segment(p))
+
+
+def segment_files(root: Path, table: Table) -> list[Path]:
+    return sorted(p for p in (root / table.name).glob(SEGMENT_GLOB) if p.is_file())
+
+
+class TableMerger:
+    """Merges a table's batch files into its segments, keeping every key in one segment (see the module).
+
+    One per table in the writer process: it keeps the last segments written in memory (`SegmentCache`) and the
+    key hashes of every segment (the index), each checked against its file before use."""
+
+    def __init__(self, root: Path, table: Table, *, cache_size: int = 8) -> None:
+        self._root = root
+        self._table = table
+        self._cache = SegmentCache(cache_size)
+        self._index = _KeyIndex()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _threads(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="merge-write")
+        return self._pool
+
+    def merge(
+        self, held: Mapping[Path, pa.Table] | None = None, *, ready: Callable[[], None] | None = None
+    ) -> Merge | None:
+        """Merge every batch file of the table; `held` gives the rows of batch files already in memory (exactly
+        the table's schema), which may still be being published: `ready` returns once they are durable (it is
+        called before the first segment is replaced, so the segments' temp files are written meanwhile). None
+        when there was nothing to do. The first merge of a lake without the marker also takes in every key held
+        by more than one segment, rewrites the segments not in the current schema, and writes the marker.
+        Merges are serialised by the table's lock (threads and processes)."""
+        folder = self._root / self._table.name
+        if not folder.is_dir() and ready is not None:
+            ready()  # the table's first batch: its publication creates (and fsyncs) the folders
+        if not folder.is_dir():
             return None
-        schema = table.arrow_schema()
-        rows_in = rows_out = segments = 0
-        for hour, hour_rows in _by_hour(table, inputs, rows):
-            path = directory / segment_name(hour)
+        with table_lock(folder):
+            current = read_marker(self._root, self._table) == schema_fingerprint(self._table)
+            held = held or {}
+            inputs = sorted({*batch_files(self._root, self._table), *held})
+            if current and not inputs:
+                return None
+            self._refresh_index()
+            extra, stale = (None, set()) if current else (self._keys_held_twice(), self._other_schema())
+            done: list[Merge] = []
+            for group in self._groups(inputs, held):  # a backfill's batch files a bounded number of rows at a time
+                result = self._merge_locked(group, held, extra, ready or _no_wait, rewrite=stale)
+                extra, stale = None, set()
+                if result is not None:
+                    done.append(result)
+            if not current:
+                _write_marker(self._root, self._table)
+            if not done:
+                return None
+            return Merge(
+                folder,
+                sum(m.inputs for m in done),
+                sum(m.rows_in for m in done),
+                sum(m.rows_out for m in done),
+                sum(m.segments for m in done),
+            )
+
+    def _groups(self, inputs: list[Path], held: Mapping[Path, pa.Table]) -> list[list[Path]]:
+        """The batch files in groups of about `GROUP_ROWS` rows (at least one file each; the held ones first,
+        then the others oldest first, so a group covers a few hours), so memory stays bounded; one group at
+        least. Each group is a complete merge: its files go once its segments are durable."""
+        if not inputs:
+            return [[]]
+        try:
+            sizes = {p: held[p].num_rows if p in held else pq.read_metadata(p).num_rows for p in inputs}
+            order = sorted(inputs, key=lambda p: (p not in held, 0 if p in held else p.stat().st_mtime_ns, p))
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeWriteError(f"could not read the batch files of {self._table.name}: {exc}") from exc
+        groups: list[list[Path]] = [[]]
+        rows = 0
+        for path in order:
+            if groups[-1] and rows + sizes[path] > GROUP_ROWS:
+                groups.append([])
+                rows = 0
+            groups[-1].append(path)
+            rows += sizes[path]
+        return groups
+
+    def _refresh_index(self) -> list[Path]:
+        """The table's segments, the index made to match them (a segment whose file changed is read again)."""
+        segments = segment_files(self._root, self._table)
+        for gone in self._index.paths() - set(segments):
+            self._index.drop(gone)
+        for path in segments:
             try:
-                base = cache.read(schema, path)
+                signature = _signature(path)
+                if self._index.signature(path) != signature:
+                    keys = pq.read_table(path, columns=list(self._table.key))
+                    self._index.put(path, signature, _key_hashes(keys))
+            except (OSError, pa.ArrowException) as exc:
+                raise LakeWriteError(f"could not read the keys of {path}: {exc}") from exc
+        return segments
+
+    def _other_schema(self) -> set[Path]:
+        """The segments whose files do not have exactly the table's schema (written before it changed)."""
+        schema = self._table.arrow_schema()
+        try:
+            return {p for p in self._index.paths() if not pq.read_schema(p).remove_metadata().equals(schema)}
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeWriteError(f"could not read the schema of a segment of {self._table.name}: {exc}") from exc
+
+    def _keys_held_twice(self) -> pa.Table:
+        """The keys held by more than one segment (a lake written before the invariant)."""
+        key = list(self._table.key)
+        twice = self._index.held_twice()
+        found = []
+        for path in self._index.holding(twice):
+            keys = pq.read_table(path, columns=key)
+            found.append(keys.filter(_key_hashes(keys).is_in(twice).to_arrow()))
+        if not found:
+            return self._table.arrow_schema().empty_table().select(key)
+        return _frame(pa.concat_tables(found)).unique().to_arrow()
+
+    def _merge_locked(
+        self,
+        inputs: list[Path],
+        held: Mapping[Path, pa.Table],
+        extra: pa.Table | None,
+        ready: Callable[[], None],
+        *,
+        rewrite: set[Path],
+    ) -> Merge | None:
+        table, schema, key = self._table, self._table.arrow_schema(), list(self._table.key)
+        try:
+            parts = [held[p] if p in held else read_as(schema, p) for p in inputs]
+        except (OSError, pa.ArrowException) as exc:
+            raise LakeWriteError(f"could not read {self._root / table.name} to merge it: {exc}") from exc
+        new = newest_per_key(table, pa.concat_tables(parts)) if parts else schema.empty_table()
+        keys = new.select(key)
+        if extra is not None and extra.num_rows:
+            keys = pa.concat_tables([keys, extra.cast(keys.schema)])
+        hashes = _key_hashes(keys)
+        targets = _by_segment(self._root, table, new)
+        touched = self._index.holding(hashes)
+        touched |= set(targets)
+        touched |= rewrite
+        wanted = _frame(keys).unique()
+        kept: dict[Path, pa.Table] = {}
+        contested: list[pa.Table] = []
+        changed: set[Path] = set(targets)
+        rows_in = new.num_rows
+        for path in sorted(touched):
+            try:
+                base = self._cache.read(schema, path)
             except (OSError, pa.ArrowException) as exc:
                 raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
-            new = newest_per_key(table, hour_rows)
             if base is None:
-                merged = new
-            else:
-                both, order = merge_order(table, base, new)
-                merged = both.take(order)
-            write_sorted(merged, directory, path.name, sync_dir=False)
-            cache.keep(path, merged)
-            rows_in += hour_rows.num_rows + (0 if base is None else base.num_rows)
-            rows_out += merged.num_rows
-            segments += 1
-        if segments:
-            fsync_dir(directory)  # the renames are durable before a batch file goes
-        for path in inputs:
+                continue
+            rows_in += base.num_rows
+            base_keys = _frame(base.select(key)).with_row_index("_row")
+            taken = base_keys.join(wanted, on=key, how="semi", nulls_equal=True).get_column("_row")
+            if taken.len() == 0:
+                kept[path] = base
+                continue
+            changed.add(path)
+            left = base_keys.join(wanted, on=key, how="anti", nulls_equal=True).get_column("_row")
+            contested.append(base.take(taken.to_arrow()))
+            kept[path] = base.take(left.to_arrow())
+        changed |= rewrite & set(kept)
+        winners = newest_per_key(table, pa.concat_tables([new, *contested])) if contested else new
+        placed = _by_segment(self._root, table, winners)
+        rows_out = 0
+        folders: set[Path] = set()
+        outputs: list[tuple[Path, pa.Table]] = []
+        emptied: list[Path] = []
+        for path in sorted(changed):
+            parts = [r for r in (kept.get(path), placed.get(path)) if r is not None and r.num_rows]
+            if not parts:
+                if path.exists():
+                    emptied.append(path)
+                continue
+            make_dirs(path.parent)
+            outputs.append((path, _sorted_by_key(table, pa.concat_tables(parts))))
+        if len(outputs) > 1:  # Parquet encoding and fsync release the GIL: the segments are written side by side
+            temps = list(self._threads().map(_write_segment, outputs))
+        else:
+            temps = list(map(_write_segment, outputs))
+        try:
+            ready()  # the batch is durable: only now may a segment change
+        except BaseException:
+            for temp in temps:
+                temp.unlink(missing_ok=True)
+            raise
+        for temp, (path, _) in zip(temps, outputs, strict=True):
+            try:
+                os.replace(temp, path)
+            except OSError as exc:
+                raise LakeWriteError(f"could not publish {path}: {exc}") from exc
+        for path in emptied:
             path.unlink(missing_ok=True)
-        if inputs:
-            fsync_dir(directory)
-        return Merge(directory, len(inputs), rows_in, rows_out, segments)
+            self._index.drop(path)
+        folders.update(p.parent for p in emptied)
+        folders.update(p.parent for p, _ in outputs)
+        written = len(emptied) + len(outputs)
+        for path, rows in outputs:
+            self._cache.keep(path, rows)
+            self._index.put(path, _signature(path), _key_hashes(rows.select(key)))
+            rows_out += rows.num_rows
+        for folder in sorted(folders):
+            fsync_dir(folder)  # the renames are durable before a batch file goes
+        for path in inputs:
+            path.unlink(missing_ok=True)  # not fsynced: a batch file back after a crash is merged again, unchanged
+        if not inputs and not written:
+            return None
+        return Merge(self._root / table.name, len(inputs), rows_in, rows_out, written)
+
+
+class _KeyIndex:
+    """Which segments hold which key hashes: one frame of (hash, segment number) rows over every segment, and the
+    signature of each segment's file when its keys were taken."""
+
+    def __init__(self) -> None:
+        self._frame = pl.DataFrame(schema={"h": pl.UInt64, "seg": pl.UInt32})
+        self._numbers: dict[Path, int] = {}
+        self._paths: list[Path] = []
+        self._signatures: dict[Path, tuple[int, int, int]] = {}
+
+    def paths(self) -> set[Path]:
+        return set(self._signatures)
+
+    def signature(self, path: Path) -> tuple[int, int, int] | None:
+        return self._signatures.get(path)
+
+    def put(self, path: Path, signature: tuple[int, int, int], hashes: pl.Series) -> None:
+        number = self._numbers.get(path)
+        if number is None:
+            number = self._numbers[path] = len(self._paths)
+            self._paths.append(path)
+        held = pl.DataFrame({"h": hashes}).with_columns(seg=pl.lit(number, dtype=pl.UInt32))
+        self._frame = pl.concat([self._frame.filter(pl.col("seg") != number), held])
+        self._signatures[path] = signature
+
+    def drop(self, path: Path) -> None:
+        number = self._numbers.get(path)
+        if number is not None and path in self._signatures:
+            self._frame = self._frame.filter(pl.col("seg") != number)
+            del self._signatures[path]
+
+    def holding(self, hashes: pl.Series) -> set[Path]:
+        """The segments holding any of these hashes."""
+        found = self._frame.filter(pl.col("h").is_in(hashes.implode())).get_column("seg").unique()
+        return {self._paths[n] for n in found.to_list()}
+
+    def held_twice(self) -> pl.Series:
+        """The hashes more than one segment holds."""
+        counted = self._frame.group_by("h").agg(pl.len().alias("n"))
+        return counted.filter(pl.col("n") > 1).get_column("h")
 
 
 class SegmentCache:
@@ -176,51 +455,49 @@ def _signature(path: Path) -> tuple[int, int, int]:
 
 
 def merge_table(root: Path, table: Table) -> list[Merge]:
-    """Merge every day of the table that has batch files (e.g. after a backfill, or left by a crash)."""
-    done = []
-    for directory in sorted(p for p in (root / table.name).glob("date=*") if p.is_dir()):
-        result = merge_partition(table, directory)
-        if result is not None:
-            done.append(result)
-    return done
+    """Merge the table's batch files (e.g. after a backfill, or left by a crash); [] when there was nothing to do."""
+    result = TableMerger(root, table).merge()
+    return [] if result is None else [result]
 
 
-def _by_hour(table: Table, inputs: list[Path], rows: pa.Table | None) -> Iterator[tuple[int, pa.Table]]:
-    """The rows of the batch files and `rows`, an hour at a time, oldest first. Only the files holding rows of
-    the hour are read for it (their partition column says which), and a file is let go after its last hour,
-    so a backfill of a whole day of batch files is never in memory at once."""
-    schema = table.arrow_schema()
-    try:
-        hours_of = {p: set(_hours(table, pq.read_table(p, columns=[table.partition_by]))) for p in inputs}
-    except (OSError, pa.ArrowException) as exc:
-        raise LakeWriteError(f"could not read {inputs[0].parent} to merge it: {exc}") from exc
-    held = dict(split_by_hour(table, rows)) if rows is not None else {}
-    read: dict[Path, pa.Table] = {}
-    for hour in sorted(set(held).union(*hours_of.values())):
-        parts = [held.pop(hour)] if hour in held else []
-        for path in (p for p in inputs if hour in hours_of[p]):
-            try:
-                frame = read[path] if path in read else read.setdefault(path, read_as(schema, path))
-            except (OSError, pa.ArrowException) as exc:
-                raise LakeWriteError(f"could not read {path} to merge it: {exc}") from exc
-            parts.append(frame.filter(pc.equal(_hour_array(table, frame), hour)))
-            if hour == max(hours_of[path]):
-                del read[path]
-        yield hour, pa.concat_tables(parts)
+def _key_hashes(keys: pa.Table) -> pl.Series:
+    """A 64-bit hash per row of the key columns (nulls hashed as values). Equal keys hash equally within the
+    process; a collision only makes a segment a candidate, which the exact key comparison then settles."""
+    return _frame(keys).hash_rows(seed=0).alias("h")
 
 
-def _hour_array(table: Table, rows: pa.Table) -> pa.ChunkedArray:
-    return pc.hour(rows.column(table.partition_by))  # the stamps are UTC
+def _hour_codes(table: Table, rows: pa.Table) -> pa.Array:
+    """Per row, days since the epoch x 24 + the UTC hour of the partition column: which segment it belongs to."""
+    stamps = rows.column(table.partition_by)
+    days = pc.cast(pc.cast(stamps, pa.date32()), pa.int32())  # the stamps are UTC
+    codes = pc.add(pc.multiply(pc.cast(days, pa.int64()), 24), pc.cast(pc.hour(stamps), pa.int64()))
+    return codes.combine_chunks() if isinstance(codes, pa.ChunkedArray) else codes
 
 
-def _hours(table: Table, rows: pa.Table) -> list[int]:
-    return [h for h in pc.unique(_hour_array(table, rows)).to_pylist() if h is not None]
+def _segment_of(root: Path, table: Table, code: int) -> Path:
+    day = _EPOCH + timedelta(days=code // 24)
+    return partition_dir(root, table, day) / segment_name(code % 24)
 
 
-def split_by_hour(table: Table, rows: pa.Table) -> list[tuple[int, pa.Table]]:
-    """The rows by UTC hour of the partition column (which the lake guarantees is set), oldest hour first."""
-    hours = _hour_array(table, rows)
-    return [(hour, rows.filter(pc.equal(hours, hour))) for hour in sorted(_hours(table, rows))]
+def _by_segment(root: Path, table: Table, rows: pa.Table) -> dict[Path, pa.Table]:
+    if rows.num_rows == 0:
+        return {}
+    codes = _hour_codes(table, rows)
+    distinct = sorted(c for c in pc.unique(codes).to_pylist() if c is not None)
+    return {_segment_of(root, table, c): rows.filter(pc.equal(codes, c)) for c in distinct}
+
+
+def _no_wait() -> None:
+    return None
+
+
+def _write_segment(output: tuple[Path, pa.Table]) -> Path:
+    path, rows = output
+    return write_temp(rows, path)
+
+
+def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
+    return rows.take(pc.sort_indices(rows, sort_keys=[(k, "ascending", "at_end") for k in table.key]))
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
@@ -233,25 +510,6 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def merge_order(table: Table, base: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Array]:
-    """(rows, order): `rows.take(order)` are the rows the view shows over `base` and `new` (each one row per
-    key), sorted by key. `rows` is `base` followed by the winners of the keys `new` holds, without copying
-    `base`; only the keys of `new` are decided again."""
-    key = list(table.key)
-    schema = table.arrow_schema()
-    base_keys = _frame(base.select(key)).with_row_index("_row")
-    new_keys = _frame(new.select(key)).unique()
-    contested = base_keys.join(new_keys, on=key, how="semi", nulls_equal=True).get_column("_row")
-    kept = base_keys.join(new_keys, on=key, how="anti", nulls_equal=True).get_column("_row")
-    winners = newest_per_key(table, pa.concat_tables([new, base.take(contested.to_arrow())]).cast(schema))
-    rows = pa.concat_tables([base, winners])
-    source = pl.concat([kept.cast(pl.Int64), pl.int_range(base.num_rows, rows.num_rows, dtype=pl.Int64, eager=True)])
-    keys = pa.concat_tables([base.select(key).take(kept.to_arrow()), winners.select(key)])
-    by_key = pc.sort_indices(keys, sort_keys=[(k, "ascending", "at_end") for k in key])
-    order = source.to_arrow().take(by_key)
-    return rows, order
 
 
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
@@ -280,15 +538,8 @@ def write_sorted(rows: pa.Table, directory: Path, name: str, *, sync_dir: bool =
     at a time (each made contiguous, so the bytes depend on the values only), fsynced, renamed over the old
     file; the folder fsynced, unless `sync_dir` is false (the caller fsyncs it after its last rename)."""
     final = directory / name
-    temp = directory / f".{name}.tmp"  # the lake's temp-file pattern: the janitor removes one a crash left
+    temp = write_temp(rows, final)
     try:
-        with open(temp, "wb") as out:
-            with pq.ParquetWriter(out, rows.schema, compression=COMPRESSION) as writer:
-                for start in range(0, rows.num_rows, ROW_GROUP_ROWS):
-                    group = rows.slice(start, ROW_GROUP_ROWS).combine_chunks()
-                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
-            out.flush()
-            os.fsync(out.fileno())
         os.replace(temp, final)
         if sync_dir:
             fsync_dir(directory)
@@ -297,3 +548,21 @@ def write_sorted(rows: pa.Table, directory: Path, name: str, *, sync_dir: bool =
             temp.unlink(missing_ok=True)
         raise LakeWriteError(f"could not publish {final}: {exc}") from exc
     return final
+
+
+def write_temp(rows: pa.Table, final: Path) -> Path:
+    """`rows` written and fsynced as the hidden temp file of `final` (see `write_sorted`), to be renamed over it."""
+    temp = final.with_name(f".{final.name}.tmp")  # the lake's temp-file pattern: the janitor removes one a crash left
+    try:
+        with open(temp, "wb") as out:
+            with pq.ParquetWriter(out, rows.schema, compression=COMPRESSION) as writer:
+                for start in range(0, rows.num_rows, ROW_GROUP_ROWS):
+                    group = rows.slice(start, ROW_GROUP_ROWS).combine_chunks()
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise LakeWriteError(f"could not publish {final}: {exc}") from exc
+    return temp

@@ -28,7 +28,16 @@ import duckdb
 from contracts.tables import TABLES, Table
 from warehouse.errors import QueryError, ReadOnlyQueryError
 from warehouse.lake import parquet_files
-from warehouse.views import quote_literal, view_sql
+from warehouse.merge import MERGED_ON_WRITE, is_segment, read_marker, schema_fingerprint
+from warehouse.views import (
+    batch_select_sql,
+    merged_select_sql,
+    parquet_glob,
+    quote_identifier,
+    quote_literal,
+    segments_select_sql,
+    view_sql,
+)
 
 READ_STATEMENTS = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
 """SELECT also covers FROM-first queries, VALUES, SHOW, DESCRIBE and SUMMARIZE."""
@@ -140,26 +149,120 @@ def file_vanished(exc: BaseException) -> bool:
     return "No such file or directory" in text or "No files found" in text
 
 
+@dataclass(frozen=True)
+class _MergedState:
+    """What a reader needs to know of a merged-on-write table (`warehouse.merge`) to read it cheaply: whether the
+    lake has the marker (and with the table's schema), and its segment and batch files with their signatures."""
+
+    marker: str | None
+    segments: tuple[tuple[str, tuple[int, ...]], ...]
+    batches: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def one_segment_per_key(self) -> bool:
+        return self.marker is not None
+
+    def view_kind(self, table: Table) -> str:
+        """The view the reader keeps for the table in this state: `plain` (the segments as they are, exact or
+        by name), `merged` (every key held twice ranked: right in any state), or `empty`."""
+        if not self.segments and not self.batches:
+            return "empty"
+        if self.one_segment_per_key and self.segments:
+            return "plain-exact" if self.marker == schema_fingerprint(table) else "plain"
+        return "merged"
+
+
+def _merged_state(root: Path, table: Table) -> _MergedState:
+    segments: list[tuple[str, tuple[int, ...]]] = []
+    batches: list[tuple[str, tuple[int, ...]]] = []
+    for path in parquet_files(root, table):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            continue
+        entry = (path.as_posix(), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
+        (segments if is_segment(path) else batches).append(entry)
+    return _MergedState(read_marker(root, table), tuple(segments), tuple(batches))
+
+
 class _Reader:
-    """A sandboxed reader kept for `run_query`: the database, and which of its views read files."""
+    """A sandboxed reader kept for `run_query`: the database, and which view each table has.
+
+    A table merged on write is read by what its lake holds: with the marker and no batch file, its view takes the
+    segments as they are; with the marker and batch files, each cursor gets a temporary view ranking only the
+    batches' keys; without the marker, the view ranks every key held twice. A query on such a view is right only
+    if the lake did not change while it ran (a merge moves a key from one segment to another in two renames), so
+    `run_query` checks the table's files (names and signatures) before and after, and runs it again if they
+    changed."""
 
     def __init__(self, root: Path, tables: tuple[Table, ...]) -> None:
         self._root = root
         self._tables = tables
-        self._with_files = {table.name: bool(parquet_files(root, table)) for table in tables}
+        self._kinds = {table.name: self._kind(table, self._state(table)) for table in tables}
         self._lock = threading.Lock()
         self.con = open_reader(root, tables=tables, kept=True)
+        for table in tables:
+            if self._kinds[table.name].startswith("plain"):
+                self.con.execute(self._view(table, self._kinds[table.name]))
 
-    def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor whose views match the lake now: a table that gained its first file or lost its last gets
-        its view again (a view made empty stays empty, a view over no file fails)."""
+    def _state(self, table: Table) -> _MergedState | bool:
+        if table.name in MERGED_ON_WRITE and table.key:
+            return _merged_state(self._root, table)
+        return bool(parquet_files(self._root, table))
+
+    def _kind(self, table: Table, state: _MergedState | bool) -> str:
+        if isinstance(state, _MergedState):
+            return state.view_kind(table)
+        return "files" if state else "empty"
+
+    def _view(self, table: Table, kind: str) -> str:
+        if kind.startswith("plain"):
+            body = segments_select_sql(table, self._root, exact=kind == "plain-exact")
+            return f"CREATE OR REPLACE VIEW {quote_identifier(table.name)} AS\n{body}"
+        return view_sql(table, self._root, has_files=kind != "empty")
+
+    def states(self) -> tuple[_MergedState, ...]:
+        """The merged-on-write tables' states now."""
+        found = []
+        for table in self._tables:
+            state = self._state(table)
+            if isinstance(state, _MergedState):
+                found.append(state)
+        return tuple(found)
+
+    def cursor(self, *, safe: bool = False) -> tuple[duckdb.DuckDBPyConnection, tuple[_MergedState, ...]]:
+        """A cursor whose views match the lake now, and the merged tables' states it was made for. A table that
+        gained its first file or lost its last gets its view again (a view made empty stays empty, a view over
+        no file fails), so does one whose layout changed. `safe`: merged tables read by the view that is right
+        in any state."""
         with self._lock:
+            states: list[_MergedState] = []
+            temp: list[str] = []
             for table in self._tables:
-                has_files = bool(parquet_files(self._root, table))
-                if has_files != self._with_files[table.name]:
-                    self.con.execute(view_sql(table, self._root, has_files=has_files))
-                    self._with_files[table.name] = has_files
-            return self.con.cursor()
+                state = self._state(table)
+                kind = self._kind(table, state)
+                if kind != self._kinds[table.name]:
+                    self.con.execute(self._view(table, kind))
+                    self._kinds[table.name] = kind
+                if isinstance(state, _MergedState):
+                    states.append(state)
+                    name = quote_identifier(table.name)
+                    if safe and kind != "empty":
+                        body = merged_select_sql(table, parquet_glob(table, self._root))
+                        temp.append(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{body}")
+                    elif state.one_segment_per_key and state.batches:
+                        batches = [Path(p) for p, _ in state.batches]
+                        exact = state.marker == schema_fingerprint(table)
+                        body = batch_select_sql(table, self._root, batches, segments=bool(state.segments), exact=exact)
+                        temp.append(f"CREATE OR REPLACE TEMP VIEW {name} AS\n{body}")
+            con = self.con.cursor()
+        try:
+            for statement in temp:
+                con.execute(statement)
+        except BaseException:
+            con.close()
+            raise
+        return con, tuple(states)
 
 
 READERS_KEPT = 4
@@ -200,26 +303,31 @@ def run_query(lake_root: Path, sql: str, *, tables: Iterable[Table] | None = Non
 
     It runs on a cursor of the reader kept for this lake (see the module's docstring). Compaction may remove a
     file between DuckDB listing and reading it; the query then runs again on the new listing (the rows are the
-    same, only the files changed).
+    same, only the files changed). A query over a table merged on write runs again when the table's files
+    changed while it ran (`_Reader`); the last attempt reads such tables by the view that is right in any state.
     """
     for attempt in range(VANISHED_FILE_RETRIES + 1):
+        last = attempt == VANISHED_FILE_RETRIES
+        reader = _reader(lake_root, tables)
         try:
-            con = _reader(lake_root, tables).cursor()
+            con, states = reader.cursor(safe=last)
         except duckdb.Error as exc:
-            if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+            if not last and file_vanished(exc):
                 time.sleep(0.02 * (attempt + 1))
                 continue
             raise QueryError(str(exc)) from exc
         try:
             check_read_only(sql, con)
-            return fetch(con, sql)
+            result = fetch(con, sql)
         except QueryError as exc:
-            if attempt < VANISHED_FILE_RETRIES and file_vanished(exc):
+            if not last and file_vanished(exc):
                 time.sleep(0.02 * (attempt + 1))
                 continue
             raise
         finally:
             con.close()
+        if last or not states or reader.states() == states:
+            return result
     raise AssertionError("unreachable")
 
 

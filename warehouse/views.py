@@ -7,9 +7,12 @@ last); otherwise, or on a tie, the one that sorts first on the other non-key col
 last) wins: the choice depends on the rows only, never on file order. Columns that older files lack read as null.
 
 A table merged on write (`warehouse.merge.MERGED_ON_WRITE`) holds almost every key once (one segment per hour
-of rows, one row per key each; only batch files not merged yet, or a key whose partition time changed, repeat
-a key). Its view (`merged_select_sql`) does not rank those rows: it takes a row whose key no other row has as
-it is, and ranks only the rows of keys held more than once. The rows are the same as the plain view's.
+of rows, one row per key each; only batch files not merged yet, or, in a lake without the invariant's marker, a
+key whose partition time changed, repeat a key). Its view (`merged_select_sql`) does not rank those rows: it
+takes a row whose key no other row has as it is, and ranks only the rows of keys held more than once. The rows
+are the same as the plain view's. It is right whatever the lake's state, so the writer's views use it; a reader
+that knows the state (`query.py`) uses the cheaper `segments_select_sql` (the marker and no batch file: the
+segments as they are) or `batch_select_sql` (the marker and batch files: only their keys ranked).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 
 from contracts.tables import Table
 from warehouse.lake import PARQUET_GLOB, parquet_files
-from warehouse.merge import MERGED_ON_WRITE
+from warehouse.merge import MERGED_ON_WRITE, SEGMENT_GLOB
 
 
 def quote_identifier(name: str) -> str:
@@ -79,6 +82,51 @@ def merged_select_sql(table: Table, glob: str) -> str:
         f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} NOT IN (SELECT key_hash FROM held_twice)\n"
         f"UNION ALL\n"
         f"SELECT\n    {_projection(table)}\nFROM {rows}\nWHERE {key_hash} IN (SELECT key_hash FROM held_twice)\n"
+        f"QUALIFY {_first_per_key(table)} = 1"
+    )
+
+
+def segments_glob(table: Table, lake_root: Path) -> str:
+    """The glob of a merged-on-write table's segment files."""
+    return f"{lake_root.as_posix()}/{table.name}/{SEGMENT_GLOB}"
+
+
+def _rows(table: Table, files_expr: str, *, exact: bool) -> str:
+    """The files' rows: as they are when every file has exactly the table's schema, else by name with the
+    columns a file lacks as typed nulls."""
+    if exact:
+        return f"read_parquet({files_expr}, hive_partitioning = false)"
+    source = f"read_parquet({files_expr}, hive_partitioning = false, union_by_name = true)"
+    return f"({_typed_nulls(table)} WHERE false UNION ALL BY NAME SELECT * FROM {source})"
+
+
+def segments_select_sql(table: Table, lake_root: Path, *, exact: bool) -> str:
+    """The rows of a merged-on-write table whose lake has the marker and no batch file waiting: every key is in
+    one segment (`warehouse.merge`), so the segments' rows are the table, taken as they are. `exact`: every
+    segment has the table's schema (the marker's fingerprint is the table's)."""
+    rows = _rows(table, quote_literal(segments_glob(table, lake_root)), exact=exact)
+    return f"SELECT\n    {_projection(table)}\nFROM {rows}"
+
+
+def batch_select_sql(table: Table, lake_root: Path, batches: list[Path], *, segments: bool, exact: bool) -> str:
+    """The rows of a merged-on-write table whose lake has the marker while `batches` wait to be merged: the
+    segments' rows whose key no batch holds as they are, and the newest per key among the batches' rows and the
+    segments' rows of those keys. A key is in one segment or in a batch file at every moment of a merge, so this
+    is the table. Keys are told apart by their hash first (a collision only sends a row to the ranking)."""
+    listed = "[" + ", ".join(quote_literal(f.as_posix()) for f in batches) + "]"
+    batch_rows = _rows(table, listed, exact=False)
+    key_hash = f"hash({', '.join(quote_identifier(name) for name in table.key)})"
+    held = f"SELECT DISTINCT {key_hash} AS key_hash FROM {batch_rows}"
+    if not segments:
+        return f"SELECT\n    {_projection(table)}\nFROM {batch_rows}\nQUALIFY {_first_per_key(table)} = 1"
+    segment_rows = _rows(table, quote_literal(segments_glob(table, lake_root)), exact=exact)
+    contested = f"SELECT * FROM {segment_rows} WHERE {key_hash} IN (SELECT key_hash FROM batch_keys)"
+    return (
+        f"WITH batch_keys AS MATERIALIZED ({held})\n"
+        f"SELECT\n    {_projection(table)}\nFROM {segment_rows}\n"
+        f"WHERE {key_hash} NOT IN (SELECT key_hash FROM batch_keys)\n"
+        f"UNION ALL\n"
+        f"SELECT\n    {_projection(table)}\nFROM (SELECT * FROM {batch_rows} UNION ALL BY NAME {contested})\n"
         f"QUALIFY {_first_per_key(table)} = 1"
     )
 

@@ -29,7 +29,7 @@ from tests.integration.test_intraday_ingest import table_digest, the_table
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20
-DAY = build_day(IntradayConfig(seed=17, orders_per_step=4, late_orders=6, malformed_rows=6, stores=2))
+DAY = build_day(IntradayConfig(seed=17, orders_per_step=4, late_orders=6, moved_orders=6, malformed_rows=6, stores=2))
 READY = "applying"
 
 

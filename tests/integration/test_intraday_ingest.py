@@ -4,7 +4,10 @@ notification path through the embedded S3 → SNS → SQS."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import gzip
 import hashlib
+import io
 import itertools
 import tempfile
 import time
@@ -32,7 +35,9 @@ from warehouse.lake import LakeWriter
 from warehouse.query import run_query
 
 DAY = build_day(
-    IntradayConfig(seed=3, files=6, orders_per_step=3, late_orders=2, malformed_rows=3, gzip_share=0.5, stores=2)
+    IntradayConfig(
+        seed=3, files=6, orders_per_step=3, late_orders=2, moved_orders=3, malformed_rows=3, gzip_share=0.5, stores=2
+    )
 )
 FOUR = Decimal("0.0001")
 COLUMNS = ", ".join(INTRADAY_ORDER_LINES.column_names)
@@ -72,6 +77,18 @@ def test_the_answer_key_has_status_changes_late_orders_and_malformed_rows() -> N
     assert any(row["order_time"] < DAY.files[0].published_at.replace(hour=0) for row in DAY.expected_lines)  # type: ignore[operator]
     assert sum(f.malformed for f in DAY.files) == DAY.expected_quarantined == 3
     assert len(DAY.deliveries) > len(DAY.files)
+    assert moved_keys(DAY)  # some keys change their hour of order_time between versions
+
+
+def moved_keys(day: IntradayDay) -> set[tuple[str, str]]:
+    """The keys whose versions, over the day's files, fall in more than one (day, hour) of `order_time`."""
+    hours: dict[tuple[str, str], set[str]] = {}
+    for file in day.files:
+        content = gzip.decompress(file.content) if file.content[:2] == b"\x1f\x8b" else file.content
+        for row in csv.DictReader(io.StringIO(content.decode("utf-8-sig"), newline="")):
+            if row["shopping_trip_id"] and len(row["order_time"]) >= 13:
+                hours.setdefault((row["shopping_trip_id"], row["line_item_id"]), set()).add(row["order_time"][:13])
+    return {key for key, seen in hours.items() if len(seen) > 1}
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -18,7 +18,9 @@ from warehouse.lake import LakeWriter
 from warehouse.merge import is_segment
 
 DAY = build_day(
-    IntradayConfig(seed=29, files=8, orders_per_step=3, late_orders=3, malformed_rows=2, gzip_share=0.5, stores=2)
+    IntradayConfig(
+        seed=29, files=8, orders_per_step=3, late_orders=3, moved_orders=3, malformed_rows=2, gzip_share=0.5, stores=2
+    )
 )
 
 
