@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from contracts.reconcile_tables import TRIP_RECONCILIATION
 from contracts.reconcile_tables import TRIP_RECONCILIATION_HISTORY as HISTORY
+from contracts.tables import Table
 from reconcile.rules import (
     AUTH_APPROVED,
     AUTH_DECLINED,
@@ -611,11 +612,17 @@ INPUTS = (
 )
 
 
-def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -> Outcome:
+def run(
+    con: duckdb.DuckDBPyConnection,
+    settings: RuleSettings,
+    now: datetime,
+    ready: Callable[[Table, pa.Table], object] = lambda table, rows: None,
+) -> Outcome:
     """The whole run inside `con`, which holds the relations of INPUTS: results, what changed against the
     current rows (a known trip keeps its first_seen_at; `TripResult.same_outcome` decides a change), debts,
     new decline alerts, and the settlements of the results' days that changed. Only the rows that change leave
-    DuckDB."""
+    DuckDB. The trip and history rows (the large ones) are out first, each handed to `ready` as soon as it is
+    (the job starts writing them), before the debts, alerts and settlements are computed."""
     now_sql = _timestamp(now)
     same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM r.{c}" for c in _OUTCOME)
     trip_columns = ", ".join(
@@ -655,6 +662,10 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
         """
     )
     con.execute("CREATE TEMP VIEW existing AS SELECT * FROM current_debts")
+    trip_rows = _day_by_day(con, "_trip_rows", TRIP_RECONCILIATION.partition_by, TRIP_RECONCILIATION.arrow_schema())
+    ready(TRIP_RECONCILIATION, trip_rows)
+    history_rows = arrow(con, "SELECT * FROM _history_rows", HISTORY.arrow_schema())
+    ready(HISTORY, history_rows)
     [(digest,)] = con.sql(
         "SELECT (SELECT count(*) || ':' || coalesce(sum(hash(t)::HUGEINT), 0) FROM _trip_rows t) || '|' || "
         "(SELECT count(*) || ':' || coalesce(sum(hash(h)::HUGEINT), 0) FROM _history_rows h)"
@@ -663,8 +674,8 @@ def run(con: duckdb.DuckDBPyConnection, settings: RuleSettings, now: datetime) -
     known = set(con.sql("SELECT alert_id FROM known_alerts").to_arrow_table().column(0).to_pylist())
     return Outcome(
         states={str(state): int(count) for state, count in states},
-        trip_rows=_day_by_day(con, "_trip_rows", TRIP_RECONCILIATION.partition_by, TRIP_RECONCILIATION.arrow_schema()),
-        history_rows=arrow(con, "SELECT * FROM _history_rows", HISTORY.arrow_schema()),
+        trip_rows=trip_rows,
+        history_rows=history_rows,
         debts=_debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA)),
         alerts=_alerts(con, known),
         settlements=changed_settlements(con),
