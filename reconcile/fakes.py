@@ -93,6 +93,10 @@ class MemoryLake:
                     kept[key] = dict(row)
         return None
 
+    @contextmanager
+    def stage(self, table: Table, rows: Sequence[Mapping[str, object]]) -> Iterator[Sequence[Mapping[str, object]]]:
+        yield rows
+
     def table(self, name: str) -> list[dict[str, object]]:
         return list(self.rows.get(name, {}).values())
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -77,13 +77,32 @@ class ReconcileJob:
             return self._run(day, since)
 
     def _run(self, day: date | None, since: datetime | None) -> RunReport:
+        with ExitStack() as staging:
+            staged: dict[Table, Sequence[Mapping[str, object]]] = {}
+
+            def stage(table: Table, rows: pa.Table) -> None:
+                if rows.num_rows:
+                    staged[table] = staging.enter_context(self._sink.stage(table, ArrowRows(rows)))
+
+            return self._run_staged(day, since, stage, staged)
+
+    def _run_staged(
+        self,
+        day: date | None,
+        since: datetime | None,
+        stage: Callable[[Table, pa.Table], None],
+        staged: Mapping[Table, Sequence[Mapping[str, object]]],
+    ) -> RunReport:
+        """The run, with the trip and history rows `stage`d as soon as they leave DuckDB (their files are written
+        while the debts, alerts and settlements are computed and the ledger is told) and published with the
+        batch (in `staged` by then)."""
         now = self._clock()
         with self._facts.workspace(day=day, since=since) as workspace:
             self._state.attach(workspace.con)
             settings = replace(
                 self._settings, check_reports=self._settings.check_reports and workspace.reports_available
             )
-            outcome = table_rules.run(workspace.con, settings, now)
+            outcome = table_rules.run(workspace.con, settings, now, stage)
         debts = outcome.debts
         if debts.opened.num_rows:
             self._ledger.open_many(table_rules.debts_of(debts.opened))
@@ -99,7 +118,9 @@ class ReconcileJob:
             ALERTS: outcome.alerts,
             DAILY_SETTLEMENT: settlement_rows(outcome.settlements, now),
         }
-        batch_id = self._write({table: ArrowRows(rows) for table, rows in batch.items()}, outcome.digest)
+        batch_id = self._write(
+            {table: staged.get(table, ArrowRows(rows)) for table, rows in batch.items()}, outcome.digest
+        )
         return RunReport(
             trips=outcome.trips,
             changed=outcome.trip_rows.num_rows,

@@ -60,6 +60,14 @@ class RowSink(Protocol):
         """Publish the rows of several tables under one batch id; writing the same batch again changes nothing."""
         ...
 
+    def stage(
+        self, table: Table, rows: Sequence[Mapping[str, object]]
+    ) -> AbstractContextManager[Sequence[Mapping[str, object]]]:
+        """Start writing a table's rows before their batch id is known (the lake encodes their files under temp
+        names meanwhile); the context's value goes into `write_tables`'s batch in place of the rows. Nothing is
+        published until then; leaving the context drops what was not."""
+        ...
+
 
 class DebtLedger(Protocol):
     """The identity store's debt list: an open debt for a shopper refuses them at the gate."""

@@ -7,7 +7,9 @@ than adding rows. Files are published atomically: the bytes go to a hidden temp 
 (`.part-<batch_id>.parquet.tmp`), which is flushed and fsynced, renamed over the final name, and the folder is
 fsynced. Readers glob `*.parquet`, so a temp file is never read; a crash leaves at most a temp file, which
 `janitor` removes. The files of one batch are written on a few threads at once (Arrow's Parquet encoder, zstd
-and fsync release the GIL); the batch is published when every one of them is.
+and fsync release the GIL); the batch is published when every one of them is. A large table's files can be
+`stage`d before the batch id is known (the bytes under `.part-staged-<random>.parquet.tmp`, renamed into place by
+`write_tables`), so that encoding them overlaps the caller's work on the rest of its batch.
 """
 
 from __future__ import annotations
@@ -17,13 +19,17 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timezone
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from itertools import chain
 from operator import attrgetter, itemgetter
 from pathlib import Path
+from typing import overload
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
@@ -265,20 +271,38 @@ class LakeWriter:
         """Publish the rows of several tables under one batch id, as `write` does for each.
 
         Every row is converted before the first file is published: rows that do not fit raise RowSchemaError
-        with nothing of the batch published.
+        with nothing of the batch published. Rows that `stage` is writing already are published by renaming
+        their temp files (once each is written and fsynced), after the batch's other files.
         """
         check_batch_id(batch_id)
         frames: list[tuple[Path, pa.Table]] = []
+        staged: list[StagedRows] = []
         for table, rows in batch.items():
+            if isinstance(rows, StagedRows) and rows.writer is self:
+                staged.append(rows)
+                continue
             frames += [(partition_dir(self._root, table, day), frame) for day, frame in frames_by_day(table, rows)]
         if len(frames) < 2:
-            return [self._publish(frame, directory, batch_id) for directory, frame in frames]
-        futures = [self._threads().submit(self._publish, frame, directory, batch_id) for directory, frame in frames]
-        errors = [f.exception() for f in futures]  # waits for every file, published or not
-        first = next((e for e in errors if e is not None), None)
-        if first is not None:
-            raise first
-        return [f.result() for f in futures]
+            published = [self._publish(frame, directory, batch_id) for directory, frame in frames]
+        else:
+            futures = [self._threads().submit(self._publish, f, directory, batch_id) for directory, f in frames]
+            _raise_first(f.exception() for f in futures)  # waits for every file, published or not
+            published = [f.result() for f in futures]
+        _raise_first(e for rows in staged for e in rows.written())
+        return published + [path for rows in staged for path in rows.publish(batch_id)]
+
+    def stage(self, table: Table, rows: Sequence[Mapping[str, object]]) -> AbstractContextManager[StagedRows]:
+        """Start writing the rows' files (as `write_tables` would) under hidden temp names, on the writer's threads,
+        while the caller computes the rest of its batch; the context's value stands for the rows in
+        `write_tables`, which renames the files into place under the batch id. Leaving the context removes the
+        temp files that were not published (a crash leaves them to `janitor`). Raises RowSchemaError at once when
+        a row does not fit the table."""
+        files = []
+        for day, frame in frames_by_day(table, rows):
+            directory = partition_dir(self._root, table, day)
+            temp = directory / temp_name(f"staged-{uuid.uuid4().hex}")
+            files.append(_StagedFile(directory, temp, self._threads().submit(self._write_temp, frame, directory, temp)))
+        return _staging(StagedRows(self, rows, files))
 
     def _threads(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -291,8 +315,12 @@ class LakeWriter:
         return self.write_tables({table: ArrowRows(frame)}, batch_id)
 
     def _publish(self, frame: pa.Table, directory: Path, batch_id: str) -> Path:
-        final = directory / published_name(batch_id)
         temp = directory / temp_name(batch_id)
+        self._write_temp(frame, directory, temp)
+        return _rename(temp, directory / published_name(batch_id))
+
+    def _write_temp(self, frame: pa.Table, directory: Path, temp: Path) -> None:
+        """The frame's Parquet bytes in the temp file, flushed and fsynced (no temp file left on an error)."""
         try:
             make_dirs(directory)
             with open(temp, "wb") as out:
@@ -305,12 +333,81 @@ class LakeWriter:
                 )
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(temp, final)
-            fsync_dir(directory)
         except OSError as exc:
             _remove_quietly(temp)
-            raise LakeWriteError(f"could not publish {final}: {exc}") from exc
-        return final
+            raise LakeWriteError(f"could not write {temp}: {exc}") from exc
+
+
+def _rename(temp: Path, final: Path) -> Path:
+    """Publish a written temp file: renamed over the final name, the folder fsynced."""
+    try:
+        os.replace(temp, final)
+        fsync_dir(final.parent)
+    except OSError as exc:
+        _remove_quietly(temp)
+        raise LakeWriteError(f"could not publish {final}: {exc}") from exc
+    return final
+
+
+def _raise_first(errors: Iterable[BaseException | None]) -> None:
+    first = next((e for e in list(errors) if e is not None), None)  # list: every one waited for
+    if first is not None:
+        raise first
+
+
+@dataclass
+class _StagedFile:
+    directory: Path
+    temp: Path
+    written: Future[None]
+    published: bool = False
+
+
+class StagedRows(Sequence[Mapping[str, object]]):
+    """Rows of one table whose files `LakeWriter.stage` is writing under temp names: the rows themselves for any
+    other reader, and the files to rename for the writer that staged them."""
+
+    def __init__(self, writer: LakeWriter, rows: Sequence[Mapping[str, object]], files: list[_StagedFile]) -> None:
+        self.writer, self._rows, self._files = writer, rows, files
+
+    @overload
+    def __getitem__(self, index: int) -> Mapping[str, object]: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Mapping[str, object]]: ...
+    def __getitem__(self, index: int | slice) -> Mapping[str, object] | Sequence[Mapping[str, object]]:
+        return self._rows[index]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def written(self) -> list[BaseException | None]:
+        """Waits for every file's bytes: the error of each (None when written)."""
+        return [f.written.exception() for f in self._files]
+
+    def publish(self, batch_id: str) -> list[Path]:
+        paths = []
+        for f in self._files:
+            f.written.result()
+            paths.append(_rename(f.temp, f.directory / published_name(batch_id)))
+            f.published = True
+        return paths
+
+    def discard(self) -> None:
+        """Remove the temp files not published (waiting for a file being written)."""
+        for f in self._files:
+            if not f.published:
+                f.written.cancel()
+                with contextlib.suppress(Exception):
+                    f.written.exception()
+                _remove_quietly(f.temp)
+
+
+@contextlib.contextmanager
+def _staging(rows: StagedRows) -> Iterator[StagedRows]:
+    try:
+        yield rows
+    finally:
+        rows.discard()
 
 
 def janitor(root: Path, *, older_than_seconds: float = 0.0, now: float | None = None) -> int:

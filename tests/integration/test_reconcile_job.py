@@ -6,6 +6,8 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from contracts.tables import TABLES
 from jwo.reconcile_facts import LakeFacts, build_job, score, settlement_report
@@ -71,6 +73,36 @@ def test_the_job_reconciles_a_day_in_the_lake_and_a_rerun_changes_nothing(tmp_pa
         assert owed.shopper_id not in {d.shopper_id for d in store.debts() if d.status == "OPEN"}
         assert later.run(since=key.as_of - timedelta(days=10)).batch_id is None
         assert Decimal(str(first.trips)) == len(key.trips)
+    finally:
+        store.close()
+
+
+def test_a_run_that_fails_after_its_trip_rows_were_staged_leaves_no_file_and_the_retry_publishes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    day = build_settlement_day(SettlementDayConfig(per_anomaly=1))
+    assert day.key is not None
+    key = day.key
+    lake = tmp_path / "lake"
+    LakeWriter(lake).write_tables({TABLES[name]: rows for name, rows in day.tables().items()}, "facts-1")
+    store = SqliteRetailerStore(tmp_path / "retailer.db")
+    try:
+        job = build_job(lake, store, ReconcileSettings(), clock=lambda: key.as_of)
+
+        def store_down(*_: object) -> int:
+            raise OSError("identity store unavailable")
+
+        monkeypatch.setattr(store, "open_debts", store_down)
+        with pytest.raises(OSError, match="unavailable"):
+            job.run(day=key.business_date)
+        assert [p for p in lake.glob("trip_reconciliation*/**/*") if p.is_file()] == []  # the day folders may stay
+        assert list(lake.glob("*/*/.*.tmp")) == []
+        monkeypatch.undo()
+
+        report = job.run(day=key.business_date)
+        [(trips,)] = run_query(lake, "select count(*) from trip_reconciliation").rows
+        assert (report.changed, trips) == (len(key.trips), len(key.trips))
+        assert list(lake.glob("*/*/.*.tmp")) == []
     finally:
         store.close()
 

@@ -273,6 +273,45 @@ def test_a_failed_write_removes_its_temp_file_and_is_a_transient_error(
     assert list(tmp_path.glob("purchases/*/*")) == []
 
 
+def test_staged_rows_are_unseen_until_their_batch_renames_them_into_place(tmp_path: Path) -> None:
+    writer = LakeWriter(tmp_path)
+    next_day = datetime(2024, 5, 2, 0, 5, tzinfo=UTC)
+
+    with writer.stage(PURCHASES, [purchase("t1"), purchase("t2", end_time=next_day)]) as staged:
+        assert purchases_in_view(tmp_path).rows == []
+        assert parquet_files(tmp_path, PURCHASES) == []
+        paths = writer.write_tables({PURCHASES: staged, TABLES["payment_events"]: []}, "b1")
+        assert [p.name for p in paths] == ["part-b1.parquet", "part-b1.parquet"]
+
+    assert [r[0] for r in purchases_in_view(tmp_path).rows] == ["t1", "t2"]
+    assert list(tmp_path.glob("purchases/*/.*")) == []
+
+
+def test_staged_rows_left_unpublished_leave_no_file(tmp_path: Path) -> None:
+    writer = LakeWriter(tmp_path)
+
+    with writer.stage(PURCHASES, [purchase("t1")]):
+        pass
+
+    assert list(tmp_path.glob("purchases/*/*")) == []
+    assert janitor(tmp_path) == 0
+
+
+def test_a_failed_staged_write_fails_its_batch_and_publishes_nothing_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(_: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer = LakeWriter(tmp_path)
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with writer.stage(PURCHASES, [purchase("t1")]) as staged, pytest.raises(LakeWriteError, match="No space left"):
+        writer.write_tables({PURCHASES: staged}, "b1")
+    monkeypatch.undo()
+
+    assert list(tmp_path.glob("purchases/*/*")) == []
+
+
 batches = st.lists(
     st.lists(st.sampled_from(["t1", "t2", "t3", "t4"]), min_size=1, max_size=3, unique=True),
     min_size=1,

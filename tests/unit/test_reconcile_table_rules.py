@@ -8,6 +8,7 @@ quote amounts as `str(Decimal)` does, which shows the scale.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -222,3 +223,8 @@ def test_a_settlement_joins_the_refunds_of_its_day_and_store() -> None:
     [day] = table_rules.settlements_of(table_rules.settle(table_rules.results_table([result]), refunded))
     assert day == replace(settle([result], {(date(2025, 3, 14), "S1"): money(500)})[0])
     assert day.refunded == money(500)
+
+
+@given(st.uuids(), st.lists(st.text(), max_size=20))
+def test_the_batched_uuid5_ids_are_the_uuid_modules_ids(namespace: uuid.UUID, names: list[str]) -> None:
+    assert table_rules.uuid5s(namespace, names) == [str(uuid.uuid5(namespace, name)) for name in names]
