@@ -102,6 +102,16 @@ class Metrics:
         self.outbox_age = Gauge(
             "jwo_outbox_oldest_age_seconds", "Age of the oldest unsent outbox message", registry=self.registry
         )
+        self.outbox_commit = Histogram(
+            "jwo_outbox_commit_seconds", "Time of a commit group's COMMIT (the outbox WAL's fsync), which every "
+            "answer of the group waits for",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )  # fmt: skip
+        self.outbox_group = Histogram(
+            "jwo_outbox_group_requests", "Requests committed together in one outbox transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=self.registry,
+        )  # fmt: skip
         self.outbox_parked = Gauge(
             "jwo_outbox_parked", "Outbox messages the queue refused for good, set aside with the reason",
             registry=self.registry,
@@ -109,6 +119,11 @@ class Metrics:
         self.relay_errors = Gauge("jwo_relay_errors", "Relay send failures since start", registry=self.registry)
         self.relay_sent = Gauge("jwo_relay_sent", "Messages the relay put on the queue", registry=self.registry)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe_group(self, requests: int, commit_seconds: float) -> None:
+        """One outbox commit group (called on the outbox's writer thread; the client's metrics lock)."""
+        self.outbox_commit.observe(commit_seconds)
+        self.outbox_group.observe(requests)
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Count one answer and its latency (the labelled children cached: `labels()` is not free)."""

@@ -498,7 +498,9 @@ async def running(settings: Settings, *, connectors: bool = True, consumers: boo
             stack.callback(sys.setswitchinterval, sys.getswitchinterval())
             sys.setswitchinterval(_SWITCH_INTERVAL)
             directory = CachedDirectory(store)
-            outbox = SqliteOutbox(settings.outbox_db, commit_timeout=cs.commit_timeout_seconds)
+            outbox = SqliteOutbox(
+                settings.outbox_db, commit_timeout=cs.commit_timeout_seconds, on_group=metrics.observe_group
+            )
             stack.callback(outbox.close)
             relay = RelayProcess(
                 RelayConfig(

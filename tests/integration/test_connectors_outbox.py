@@ -489,3 +489,20 @@ def test_a_parked_message_keeps_its_body_in_the_outbox(outbox: SqliteOutbox, db:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT seq, message_id, body, reason FROM outbox_parked").fetchall()
     assert rows == [(first.seq, first.message_id, first.body, "InvalidMessageContents: bad character")]
+
+
+def test_each_committed_group_reports_its_size_and_its_commit_time(db: Path) -> None:
+    groups: list[tuple[int, float]] = []
+    box = SqliteOutbox(db, on_group=lambda requests, seconds: groups.append((requests, seconds)))
+
+    async def many() -> None:
+        await asyncio.gather(*(commit(box, f"trip-{n}", records(f"g{n}", 1)) for n in range(50)))
+
+    try:
+        asyncio.run(many())
+    finally:
+        box.close()
+
+    assert sum(requests for requests, _ in groups) == 50
+    assert len(groups) == box.groups_committed
+    assert all(requests >= 1 and 0 < seconds < 10 for requests, seconds in groups)

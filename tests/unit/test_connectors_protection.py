@@ -239,6 +239,7 @@ def test_metrics_count_requests_by_route_and_status(service: ConnectorService) -
         create_app(service, ConnectorSettings(), metrics=metrics, refresh_metrics=lambda: refreshed.append(1))
     )
     metrics.outbox_depth.set(7)
+    metrics.observe_group(12, 0.003)
     client.post(SCAN, json=scan_body())
     client.post(SCAN, json=scan_body())
     client.post(SCAN, json={})
@@ -254,6 +255,9 @@ def test_metrics_count_requests_by_route_and_status(service: ConnectorService) -
     assert 'jwo_connector_requests_total{route="/v1/order/purchases",status="201"} 1.0' in text
     assert 'jwo_connector_latency_seconds_count{route="/v1/identity/scan"} 3.0' in text
     assert "jwo_outbox_depth 7.0" in text
+    assert 'jwo_outbox_commit_seconds_bucket{le="0.005"} 1.0' in text
+    assert 'jwo_outbox_commit_seconds_bucket{le="0.0025"} 0.0' in text
+    assert "jwo_outbox_group_requests_sum 12.0" in text
     assert "/healthz" not in text
     assert refreshed == [1]
 
