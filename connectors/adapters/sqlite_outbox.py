@@ -92,7 +92,7 @@ class _Deadlines:
     commit fails between 1 and 1.1 times `timeout` after it was asked for."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self.loop = loop
+        self._loop = loop
         self._timeout = timeout
         self._tick = timeout / 10
         self._waiting: collections.deque[tuple[float, asyncio.Future[StoredResponse]]] = collections.deque()
@@ -100,13 +100,13 @@ class _Deadlines:
 
     def add(self, future: asyncio.Future[StoredResponse]) -> None:
         """Called on the loop's thread."""
-        self._waiting.append((self.loop.time() + self._timeout, future))
+        self._waiting.append((self._loop.time() + self._timeout, future))
         if not self._armed:
             self._armed = True
-            self.loop.call_later(self._tick, self._check)
+            self._loop.call_later(self._tick, self._check)
 
     def _check(self) -> None:
-        now = self.loop.time()
+        now = self._loop.time()
         waiting = self._waiting
         while waiting and (waiting[0][1].done() or waiting[0][0] <= now):
             _, future = waiting.popleft()
@@ -115,7 +115,7 @@ class _Deadlines:
                 future.set_exception(OutboxUnavailableError(message))
         # Commits are confirmed in the order they were asked for, so the first one waiting is the oldest.
         if waiting:
-            self.loop.call_later(self._tick, self._check)
+            self._loop.call_later(self._tick, self._check)
         else:
             self._armed = False
 
@@ -166,8 +166,6 @@ class SqliteOutbox:
         self._reader_lock = threading.Lock()
         self._queue = SqliteOutboxQueue(path)
         self._deadlines: dict[asyncio.AbstractEventLoop, _Deadlines] = {}
-        self._last_deadlines: _Deadlines | None = None
-        """Of the loop that committed last."""
         self._work: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="outbox-writer", daemon=True)
         self._thread.start()
@@ -195,13 +193,10 @@ class SqliteOutbox:
     ) -> StoredResponse:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoredResponse] = loop.create_future()
-        deadlines = self._last_deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._deadlines.get(loop)
-            if deadlines is None:  # a new loop (tests run many): forget the closed ones
-                self._deadlines = {old: d for old, d in self._deadlines.items() if not old.is_closed()}
-                deadlines = self._deadlines[loop] = _Deadlines(loop, self._commit_timeout)
-            self._last_deadlines = deadlines
+        deadlines = self._deadlines.get(loop)
+        if deadlines is None:  # a new loop (tests run many): forget the closed ones
+            self._deadlines = {old: d for old, d in self._deadlines.items() if not old.is_closed()}
+            deadlines = self._deadlines[loop] = _Deadlines(loop, self._commit_timeout)
         deadlines.add(future)
         self._work.put(_Work(route, key, response, records, loop, future))
         return await future
