@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table as RichTable
 
+from connectors.adapters.sqlite_outbox import SqliteOutboxQueue
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
 from connectors.errors import ImportFileError
 from connectors.imports import import_catalog_file, import_shoppers_file, parse_shoppers
@@ -60,6 +61,10 @@ payments_app = typer.Typer(
     help="Requests we owe Amazon's Payment Service (payment-status reports, refunds).", no_args_is_help=True
 )
 app.add_typer(payments_app, name="payments")
+outbox_app = typer.Typer(
+    help="The connectors' outbox: the events they answered for, on their way to SQS.", no_args_is_help=True
+)
+app.add_typer(outbox_app, name="outbox")
 
 console = Console()
 errors = Console(stderr=True)
@@ -543,6 +548,65 @@ def payments_send() -> None:
         f"{len(deliveries)} request(s) tried: "
         + (", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "nothing was due")
     )
+
+
+@contextlib.contextmanager
+def _outbox_queue() -> Iterator[SqliteOutboxQueue]:
+    """The outbox file of `JWO_HOME` (WAL: safe beside a running `jwo up`); an error if there is none yet."""
+    path = Settings().outbox_db
+    if not path.exists():
+        raise _fail(f"no outbox at {path}: the connectors have not run with this JWO_HOME")
+    queue = SqliteOutboxQueue(path)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+@outbox_app.command("status")
+def outbox_status() -> None:
+    """Messages waiting for the relay, the oldest one's age, and the messages parked because SQS refused them."""
+    with _outbox_queue() as queue:
+        pending, age = queue.stats(datetime.now().astimezone())
+        parked = queue.parked()
+    console.print(f"pending {pending} (oldest {age:.1f} s), parked {parked}")
+    if parked:
+        console.print("see `jwo outbox parked`; once the cause is fixed, `jwo outbox requeue --all` sends them again")
+
+
+@outbox_app.command("parked")
+def outbox_parked(
+    limit: Annotated[int, typer.Option(help="oldest first, at most this many")] = 100,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="output format")] = OutputFormat.table,
+) -> None:
+    """Messages SQS refused for good (e.g. InvalidMessageContents), with its reason: the relay sends no more of
+    them until they are requeued."""
+    with _outbox_queue() as queue:
+        rows = queue.parked_messages(limit)
+    result = QueryResult(
+        ("seq", "message_id", "reason", "parked_at"),
+        ("BIGINT", "VARCHAR", "VARCHAR", "TIMESTAMPTZ"),
+        [(p.seq, p.message_id, p.reason, p.parked_at) for p in rows],
+    )
+    sys.stdout.write(render(result, format.value))
+    if format is OutputFormat.json:
+        sys.stdout.write("\n")
+
+
+@outbox_app.command("requeue")
+def outbox_requeue(
+    seqs: Annotated[list[int] | None, typer.Argument(help="sequence numbers from `jwo outbox parked`")] = None,
+    all_parked: Annotated[bool, typer.Option("--all", help="every parked message")] = False,
+) -> None:
+    """Put parked messages back on the outbox; the relay (`jwo up`) sends them first, with their message ids."""
+    if bool(seqs) == all_parked:
+        raise _fail("name the sequence numbers to requeue, or --all (not both)")
+    with _outbox_queue() as queue:
+        back = queue.requeue(None if all_parked else seqs)
+    missing = sorted(set(seqs or ()) - set(back))
+    console.print(f"{len(back)} message(s) requeued" + (f"; not parked: {missing}" if missing else ""))
+    if missing:
+        raise typer.Exit(code=1)
 
 
 @report_app.command("settlement")

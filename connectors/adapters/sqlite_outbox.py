@@ -328,6 +328,9 @@ class SqliteOutbox:
     def parked_messages(self, limit: int) -> list[ParkedMessage]:
         return self._queue.parked_messages(limit)
 
+    def requeue(self, seqs: Sequence[int] | None = None) -> list[int]:
+        return self._queue.requeue(seqs)
+
     def stats(self, now: datetime) -> tuple[int, float]:
         return self._queue.stats(now)
 
@@ -403,6 +406,33 @@ class SqliteOutboxQueue:
                 "SELECT seq, message_id, reason, parked_at FROM outbox_parked ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
         return [ParkedMessage(r[0], r[1], r[2], datetime.fromtimestamp(r[3], UTC)) for r in rows]
+
+    def requeue(self, seqs: Sequence[int] | None = None) -> list[int]:
+        """Put parked messages back on the outbox (those of `seqs`, or all of them), in one transaction, once the
+        reason they were refused is fixed (`jwo outbox requeue`). Each keeps its sequence number, message id,
+        body and creation time, so the relay sends them first and a consumer de-duplicates them as before; a
+        sequence number not parked is ignored. Returns the sequence numbers put back."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                if seqs is None:
+                    chosen = [r[0] for r in self._conn.execute("SELECT seq FROM outbox_parked ORDER BY seq")]
+                else:
+                    chosen = sorted(
+                        {int(s) for s in seqs} & {r[0] for r in self._conn.execute("SELECT seq FROM outbox_parked")}
+                    )
+                back = [(seq,) for seq in chosen]
+                self._conn.executemany(
+                    "INSERT INTO outbox (seq, message_id, body, created_at) "
+                    "SELECT seq, message_id, body, created_at FROM outbox_parked WHERE seq = ?",
+                    back,
+                )
+                self._conn.executemany("DELETE FROM outbox_parked WHERE seq = ?", back)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return chosen
 
     def stats(self, now: datetime) -> tuple[int, float]:
         with self._lock:
