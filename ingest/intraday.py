@@ -434,9 +434,19 @@ def _read_clean(
         if column in DECIMAL_COLUMNS:
             checks.append(pl.col(column).is_null() | pl.col(column).str.contains(_FAST_NUMBER))
         elif column in TIME_COLUMNS:
-            parsed = pl.col(column).str.to_datetime(_FAST_TIME_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+            parsed = pl.col(_parsed(column))
             checks.append(pl.col(column).is_null() | (pl.col(column).str.contains(_FAST_TIME) & parsed.is_not_null()))
-    return frame.with_columns(pl.all_horizontal(checks).alias("_ok"))
+    times = [
+        pl.col(c).str.to_datetime(_FAST_TIME_FORMAT, time_unit="us", time_zone="UTC", strict=False).alias(_parsed(c))
+        for c in index
+        if c in TIME_COLUMNS
+    ]
+    return frame.with_columns(times).with_columns(pl.all_horizontal(checks).alias("_ok"))
+
+
+def _parsed(column: str) -> str:
+    """The name of a time column's parsed values in `_read_clean`'s frame (parsed once, checked, then kept)."""
+    return f"_{column}_parsed"
 
 
 def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context) -> pa.Table:
@@ -453,11 +463,7 @@ def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context
         elif name in DECIMAL_COLUMNS:
             exprs.append(pl.col(name).cast(pl.Decimal(18, 4), strict=True).alias(name))
         elif name in TIME_COLUMNS:
-            exprs.append(
-                pl.col(name)
-                .str.to_datetime(_FAST_TIME_FORMAT, time_unit="us", time_zone="UTC", strict=True)
-                .alias(name)
-            )
+            exprs.append(pl.col(_parsed(name)).alias(name))  # every row here parsed (`_ok`)
         else:
             exprs.append(pl.col(name))
     out = frame.select(exprs).to_arrow()

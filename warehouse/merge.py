@@ -497,7 +497,9 @@ def _write_segment(output: tuple[Path, pa.Table]) -> Path:
 
 
 def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
-    return rows.take(pc.sort_indices(rows, sort_keys=[(k, "ascending", "at_end") for k in table.key]))
+    key = list(table.key)
+    order = _frame(rows.select(key)).select(pl.arg_sort_by(key, nulls_last=True, maintain_order=True))
+    return rows.take(order.to_series().to_arrow())
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
@@ -514,17 +516,54 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
 
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
     """One row per key, chosen as the views choose it (`views._first_per_key`): largest `latest_by` values first,
-    then smallest other columns in schema order, nulls last throughout; sorted by key."""
+    then smallest other columns in schema order, nulls last throughout; sorted by key.
+
+    Sorted on the key and `latest_by` columns only; the other columns are compared (`_tie_break`) only for the
+    keys whose first two rows tie on every `latest_by` value (rare: two versions of a key from one file)."""
     if rows.num_rows == 0:
         return rows
+    key, latest = list(table.key), list(table.latest_by)
+    ranked = (
+        _frame(rows.select([*key, *latest]))
+        .with_row_index(_ROW)
+        .sort([*key, *latest], descending=[False] * len(key) + [True] * len(latest), nulls_last=True)
+    )
+
+    def differs(columns: list[str]) -> pl.Expr:  # from the row before (nulls equal); the first row does
+        changed = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in columns)
+        return changed | (pl.int_range(pl.len()) == 0)
+
+    marks = ranked.select(
+        pl.col(_ROW),
+        first=differs(key),
+        start=differs([*key, *latest]) if latest else pl.lit(True),
+    ).with_columns(group=pl.col("start").cum_sum())
+    tied = marks.get_column("first") & ~marks.get_column("start").shift(-1, fill_value=True)
+    firsts = marks.filter(pl.col("first"))
+    winners = firsts.get_column(_ROW)
+    if tied.any():
+        groups = marks.filter(tied).get_column("group")
+        candidates = marks.filter(pl.col("group").is_in(groups.implode()))
+        resolved = _tie_break(table, rows, candidates.get_column(_ROW), candidates.get_column("group"))
+        winners = winners.scatter(firsts.get_column("group").is_in(groups.implode()).arg_true(), resolved)
+    return rows.take(winners.to_arrow())
+
+
+_ROW = "__row"
+
+
+def _tie_break(table: Table, rows: pa.Table, candidates: pl.Series, groups: pl.Series) -> pl.Series:
+    """Of candidate rows (`groups`: which tie each is in), the first of each group by the full order (key, then
+    `latest_by` descending, then the other columns ascending, nulls last); the winners in group order."""
     key = list(table.key)
     order = [(k, "ascending", "at_end") for k in key]
     order += [(c, "descending", "at_end") for c in table.latest_by]
     decided = {*table.key, *table.latest_by}
     order += [(c.name, "ascending", "at_end") for c in table.columns if c.name not in decided]
-    ranked = rows.take(pc.sort_indices(rows, sort_keys=order))
-    first = _frame(ranked.select(key)).select(pl.struct(key).is_first_distinct()).to_series().to_arrow()
-    return ranked.filter(first)
+    subset = rows.take(candidates.to_arrow())
+    sorted_positions = pl.Series(pc.sort_indices(subset, sort_keys=order))
+    ranked = pl.DataFrame({"row": candidates.gather(sorted_positions), "group": groups.gather(sorted_positions)})
+    return ranked.unique("group", keep="first", maintain_order=True).sort("group").get_column("row")
 
 
 def _frame(rows: pa.Table) -> pl.DataFrame:
