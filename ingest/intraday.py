@@ -307,9 +307,15 @@ def _outside(quotes: pl.Series, positions: pl.Series) -> pl.Series:
     return positions.filter(quotes.search_sorted(positions, side="left") % 2 == 0)
 
 
-def _odd_bytes(data: bytes) -> bool:
-    """Whether the file has bytes the per-row path must judge (NUL, separators `str.strip` removes, a lone CR)."""
-    return any(odd in data for odd in _ODD_BYTES) or (b"\r" in data and data.count(b"\r") != data.count(b"\r\n"))
+def _odd_bytes(data: bytes, buf: pl.Series) -> bool:
+    """Whether the file (`buf`: its bytes as a series) has bytes the per-row path must judge (NUL, separators
+    `str.strip` removes, a CR not followed by a LF)."""
+    if any(odd in data for odd in _ODD_BYTES):
+        return True
+    if b"\r" not in data:
+        return False
+    after = (buf == 13).arg_true().cast(pl.Int64) + 1
+    return bool(after.max() == len(buf) or (buf.gather(after.clip(upper_bound=len(buf) - 1)) != 10).any())
 
 
 def _plain_quoting(buf: pl.Series, quotes: pl.Series) -> bool:
@@ -335,10 +341,10 @@ def _scan(data: bytes) -> _Scan | None:
     """Record boundaries and field counts, quotes followed as RFC 4180 (and the csv module) do; None when the
     file has quoting, line breaks or bytes the per-row path must judge (a quote inside an unquoted field, a
     lone CR, an unclosed quote, NUL)."""
-    if _odd_bytes(data):
-        return None
     size = len(data)
     buf = _bytes(data)
+    if _odd_bytes(data, buf):
+        return None
     quotes = (buf == 34).arg_true().cast(pl.Int64)
     newlines = (buf == 10).arg_true().cast(pl.Int64)
     commas = (buf == 44).arg_true().cast(pl.Int64)
@@ -408,9 +414,11 @@ def _arrow_parse(data: bytes, context: _Context) -> ParsedReport | None:
     the header's field count (blank lines skipped, as the csv module skips them) and every row vouched for."""
     end = data.find(b"\n")
     header_line = (data if end < 0 else data[:end]).removesuffix(b"\r")
-    if not header_line or b'"' in header_line or _odd_bytes(data):
+    if not header_line or b'"' in header_line:
         return None
     buf = _bytes(data)
+    if _odd_bytes(data, buf):
+        return None
     if not _plain_quoting(buf, (buf == 34).arg_true().cast(pl.Int64)):
         return None
     header = _fields(header_line.decode("utf-8"))

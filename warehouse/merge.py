@@ -297,14 +297,14 @@ class TableMerger:
             parts = [held[p] if p in held else read_as(schema, p) for p in inputs]
         except (OSError, pa.ArrowException) as exc:
             raise LakeWriteError(f"could not read {self._root / table.name} to merge it: {exc}") from exc
-        new = newest_per_key(table, pa.concat_tables(parts)) if parts else schema.empty_table()
+        new, hashes = _one_per_key(table, pa.concat_tables(parts) if parts else schema.empty_table())
         keys = new.select(key)
         if extra is not None and extra.num_rows:
             keys = pa.concat_tables([keys, extra.cast(keys.schema)])
-        hashes = _key_hashes(keys)
-        targets = _by_segment(self._root, table, new)
+            hashes = _key_hashes(keys)
+        targets = _segments_of(self._root, table, new)
         touched = self._index.holding(hashes)
-        touched |= set(targets)
+        touched |= targets
         touched |= rewrite
         wanted = _frame(keys).unique()
         kept: dict[Path, pa.Table] = {}
@@ -479,6 +479,13 @@ def _segment_of(root: Path, table: Table, code: int) -> Path:
     return partition_dir(root, table, day) / segment_name(code % 24)
 
 
+def _segments_of(root: Path, table: Table, rows: pa.Table) -> set[Path]:
+    """The segments the rows belong to."""
+    if rows.num_rows == 0:
+        return set()
+    return {_segment_of(root, table, c) for c in pc.unique(_hour_codes(table, rows)).to_pylist() if c is not None}
+
+
 def _by_segment(root: Path, table: Table, rows: pa.Table) -> dict[Path, pa.Table]:
     if rows.num_rows == 0:
         return {}
@@ -512,6 +519,17 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _one_per_key(table: Table, rows: pa.Table) -> tuple[pa.Table, pl.Series]:
+    """The newest row of each key of `rows` (in any order) and their key hashes: `rows` as they are when no two
+    hash alike (so no two share a key: a report file's lines), else `newest_per_key`."""
+    key = list(table.key)
+    hashes = _key_hashes(rows.select(key))
+    if not hashes.is_duplicated().any():
+        return rows, hashes
+    newest = newest_per_key(table, rows)
+    return newest, _key_hashes(newest.select(key))
 
 
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
