@@ -31,6 +31,7 @@ from urllib.parse import unquote_plus
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from contracts.arrow_rows import ArrowRows
 from contracts.intraday_report import REPORT_COLUMNS
@@ -186,18 +187,24 @@ def parse_report(
 ) -> ParsedReport:
     """The file's order lines and quarantined rows. Raises ReportFileError when the file cannot be read.
 
-    Clean rows are split, checked and cast column-wise (numpy to find the records, polars to parse and cast);
-    a row the fast path cannot vouch for (a bad or unusual value, a wrong field count) goes through the
-    per-row path, which quarantines it or loads it. A file whose quoting the fast path cannot follow goes
-    through the per-row path whole. Either way the rows and reasons are the same.
+    A file whose every record is clean (the header on its first line, plain quoting, the header's field count
+    everywhere, every value one the checks vouch for) is read whole by Arrow's CSV reader and checked and cast
+    column-wise (`_arrow_parse`): no record scan. Otherwise its records are found by a scan (polars), clean rows
+    are split, checked and cast column-wise, and a row the fast path cannot vouch for (a bad or unusual value, a
+    wrong field count) goes through the per-row path, which quarantines it (with its line number and raw text)
+    or loads it. A file whose quoting the fast path cannot follow goes through the per-row path whole. Whichever
+    path reads a file, the rows and reasons are the same.
     """
     unknown = sorted(set(columns.values()) - set(LINE_COLUMNS))
     if unknown:
         raise ReportFileError(f"the column mapping names unknown warehouse columns: {', '.join(unknown)}")
     data = decode_bytes(content)
     context = _Context(file, published_at, applied_at, columns)
-    fast = _fast_parse(data, context)
-    return fast if fast is not None else _slow_parse(data.decode("utf-8"), context)
+    for path in (_arrow_parse, _fast_parse):
+        parsed = path(data, context)
+        if parsed is not None:
+            return parsed
+    return _slow_parse(data.decode("utf-8"), context)
 
 
 @dataclass(frozen=True)
@@ -300,30 +307,49 @@ def _outside(quotes: pl.Series, positions: pl.Series) -> pl.Series:
     return positions.filter(quotes.search_sorted(positions, side="left") % 2 == 0)
 
 
+def _odd_bytes(data: bytes, buf: pl.Series) -> bool:
+    """Whether the file (`buf`: its bytes as a series) has bytes the per-row path must judge (NUL, separators
+    `str.strip` removes, a CR not followed by a LF)."""
+    if any(odd in data for odd in _ODD_BYTES):
+        return True
+    if b"\r" not in data:
+        return False
+    after = (buf == 13).arg_true().cast(pl.Int64) + 1
+    return bool(after.max() == len(buf) or (buf.gather(after.clip(upper_bound=len(buf) - 1)) != 10).any())
+
+
+def _plain_quoting(buf: pl.Series, quotes: pl.Series) -> bool:
+    """Whether the quotes (their offsets in `buf`) pair up as RFC 4180 and the csv module read them: each quoted
+    field opens at the start of a field and closes at its end, `""` inside it."""
+    if len(quotes) % 2:
+        return False  # a quote left open
+    if quotes.is_empty():
+        return True
+    size = len(buf)
+    opening = quotes.gather_every(2)
+    closing = quotes.gather_every(2, offset=1)
+    # an opening quote starts a field (after a comma or a line break) or follows a closing one ("" inside)
+    prev = buf.gather((opening - 1).clip(lower_bound=0))
+    if not (prev.is_in([44, 10, 34]) | (opening == 0)).all():
+        return False
+    # a closing quote ends the field, or is the first of a doubled one
+    after = buf.gather((closing + 1).clip(upper_bound=size - 1))
+    return bool((after.is_in([44, 10, 13, 34]) | (closing + 1 >= size)).all())
+
+
 def _scan(data: bytes) -> _Scan | None:
     """Record boundaries and field counts, quotes followed as RFC 4180 (and the csv module) do; None when the
     file has quoting, line breaks or bytes the per-row path must judge (a quote inside an unquoted field, a
     lone CR, an unclosed quote, NUL)."""
-    if any(odd in data for odd in _ODD_BYTES) or (b"\r" in data and data.count(b"\r") != data.count(b"\r\n")):
-        return None
     size = len(data)
     buf = _bytes(data)
+    if _odd_bytes(data, buf):
+        return None
     quotes = (buf == 34).arg_true().cast(pl.Int64)
     newlines = (buf == 10).arg_true().cast(pl.Int64)
     commas = (buf == 44).arg_true().cast(pl.Int64)
-    if len(quotes) % 2:
-        return None  # a quote left open
-    if not quotes.is_empty():
-        opening = quotes.gather_every(2)
-        closing = quotes.gather_every(2, offset=1)
-        # an opening quote starts a field (after a comma or a line break) or follows a closing one ("" inside)
-        prev = buf.gather((opening - 1).clip(lower_bound=0))
-        if not (prev.is_in([44, 10, 34]) | (opening == 0)).all():
-            return None
-        # a closing quote ends the field, or is the first of a doubled one
-        after = buf.gather((closing + 1).clip(upper_bound=size - 1))
-        if not (after.is_in([44, 10, 13, 34]) | (closing + 1 >= size)).all():
-            return None
+    if not _plain_quoting(buf, quotes):
+        return None
     breaks = _outside(quotes, newlines)
     separators = _outside(quotes, commas)
     starts = pl.concat([pl.Series([0], dtype=pl.Int64), breaks + 1])
@@ -382,6 +408,44 @@ def _fast_parse(data: bytes, context: _Context) -> ParsedReport | None:
     return ParsedReport(table, quarantine)
 
 
+def _arrow_parse(data: bytes, context: _Context) -> ParsedReport | None:
+    """The whole file through Arrow's CSV reader (every field a string) and `_checked`; None (the scan decides)
+    unless every record is clean: a header alone on the first line, quoting the scan would follow, every record
+    the header's field count (blank lines skipped, as the csv module skips them) and every row vouched for."""
+    end = data.find(b"\n")
+    header_line = (data if end < 0 else data[:end]).removesuffix(b"\r")
+    if not header_line or b'"' in header_line:
+        return None
+    buf = _bytes(data)
+    if _odd_bytes(data, buf):
+        return None
+    if not _plain_quoting(buf, (buf == 34).arg_true().cast(pl.Int64)):
+        return None
+    header = _fields(header_line.decode("utf-8"))
+    index = header_index(header, context.columns)
+    names = [f"c{i}" for i in range(len(header))]
+    try:
+        read = pa_csv.read_csv(
+            pa.py_buffer(data),
+            read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+            parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()),
+                include_columns=[names[p] for p in sorted(index.values())],
+                strings_can_be_null=False,
+                check_utf8=False,  # `decode_bytes` checked it
+            ),
+        )
+    except pa.ArrowException:
+        return None  # a record with another field count: the scan finds it and its line
+    frame = pl.from_arrow(read)
+    assert isinstance(frame, pl.DataFrame)
+    checked = _checked(frame, index, names)
+    if not checked.get_column("_ok").all():
+        return None
+    return ParsedReport(_fast_table(checked, index, context))
+
+
 class _RecordText:
     def __init__(self, data: bytes, scan: _Scan) -> None:
         self._data = data
@@ -424,6 +488,12 @@ def _read_clean(
         if frame.height != len(clean) or frame.width != len(index):
             return None
         frame.columns = [names[p] for p in sorted(index.values())]
+    return _checked(frame, index, names)
+
+
+def _checked(frame: pl.DataFrame, index: Mapping[str, int], names: Sequence[str]) -> pl.DataFrame:
+    """The mapped fields (`names[position]` in `frame`) stripped, empty as null, the time columns parsed, and
+    `_ok`: whether the fast path vouches for the row."""
     exprs = []
     for column, position in index.items():
         value = pl.col(names[position]).str.strip_chars()
@@ -434,9 +504,19 @@ def _read_clean(
         if column in DECIMAL_COLUMNS:
             checks.append(pl.col(column).is_null() | pl.col(column).str.contains(_FAST_NUMBER))
         elif column in TIME_COLUMNS:
-            parsed = pl.col(column).str.to_datetime(_FAST_TIME_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+            parsed = pl.col(_parsed(column))
             checks.append(pl.col(column).is_null() | (pl.col(column).str.contains(_FAST_TIME) & parsed.is_not_null()))
-    return frame.with_columns(pl.all_horizontal(checks).alias("_ok"))
+    times = [
+        pl.col(c).str.to_datetime(_FAST_TIME_FORMAT, time_unit="us", time_zone="UTC", strict=False).alias(_parsed(c))
+        for c in index
+        if c in TIME_COLUMNS
+    ]
+    return frame.with_columns(times).with_columns(pl.all_horizontal(checks).alias("_ok"))
+
+
+def _parsed(column: str) -> str:
+    """The name of a time column's parsed values in `_read_clean`'s frame (parsed once, checked, then kept)."""
+    return f"_{column}_parsed"
 
 
 def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context) -> pa.Table:
@@ -453,11 +533,7 @@ def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context
         elif name in DECIMAL_COLUMNS:
             exprs.append(pl.col(name).cast(pl.Decimal(18, 4), strict=True).alias(name))
         elif name in TIME_COLUMNS:
-            exprs.append(
-                pl.col(name)
-                .str.to_datetime(_FAST_TIME_FORMAT, time_unit="us", time_zone="UTC", strict=True)
-                .alias(name)
-            )
+            exprs.append(pl.col(_parsed(name)).alias(name))  # every row here parsed (`_ok`)
         else:
             exprs.append(pl.col(name))
     out = frame.select(exprs).to_arrow()

@@ -297,14 +297,14 @@ class TableMerger:
             parts = [held[p] if p in held else read_as(schema, p) for p in inputs]
         except (OSError, pa.ArrowException) as exc:
             raise LakeWriteError(f"could not read {self._root / table.name} to merge it: {exc}") from exc
-        new = newest_per_key(table, pa.concat_tables(parts)) if parts else schema.empty_table()
+        new, hashes = _one_per_key(table, pa.concat_tables(parts) if parts else schema.empty_table())
         keys = new.select(key)
         if extra is not None and extra.num_rows:
             keys = pa.concat_tables([keys, extra.cast(keys.schema)])
-        hashes = _key_hashes(keys)
-        targets = _by_segment(self._root, table, new)
+            hashes = _key_hashes(keys)
+        targets = _segments_of(self._root, table, new)
         touched = self._index.holding(hashes)
-        touched |= set(targets)
+        touched |= targets
         touched |= rewrite
         wanted = _frame(keys).unique()
         kept: dict[Path, pa.Table] = {}
@@ -479,6 +479,13 @@ def _segment_of(root: Path, table: Table, code: int) -> Path:
     return partition_dir(root, table, day) / segment_name(code % 24)
 
 
+def _segments_of(root: Path, table: Table, rows: pa.Table) -> set[Path]:
+    """The segments the rows belong to."""
+    if rows.num_rows == 0:
+        return set()
+    return {_segment_of(root, table, c) for c in pc.unique(_hour_codes(table, rows)).to_pylist() if c is not None}
+
+
 def _by_segment(root: Path, table: Table, rows: pa.Table) -> dict[Path, pa.Table]:
     if rows.num_rows == 0:
         return {}
@@ -497,7 +504,9 @@ def _write_segment(output: tuple[Path, pa.Table]) -> Path:
 
 
 def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
-    return rows.take(pc.sort_indices(rows, sort_keys=[(k, "ascending", "at_end") for k in table.key]))
+    key = list(table.key)
+    order = _frame(rows.select(key)).select(pl.arg_sort_by(key, nulls_last=True, maintain_order=True))
+    return rows.take(order.to_series().to_arrow())
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
@@ -512,19 +521,67 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def _one_per_key(table: Table, rows: pa.Table) -> tuple[pa.Table, pl.Series]:
+    """The newest row of each key of `rows` (in any order) and their key hashes: `rows` as they are when no two
+    hash alike (so no two share a key: a report file's lines), else `newest_per_key`."""
+    key = list(table.key)
+    hashes = _key_hashes(rows.select(key))
+    if not hashes.is_duplicated().any():
+        return rows, hashes
+    newest = newest_per_key(table, rows)
+    return newest, _key_hashes(newest.select(key))
+
+
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
     """One row per key, chosen as the views choose it (`views._first_per_key`): largest `latest_by` values first,
-    then smallest other columns in schema order, nulls last throughout; sorted by key."""
+    then smallest other columns in schema order, nulls last throughout; sorted by key.
+
+    Sorted on the key and `latest_by` columns only; the other columns are compared (`_tie_break`) only for the
+    keys whose first two rows tie on every `latest_by` value (rare: two versions of a key from one file)."""
     if rows.num_rows == 0:
         return rows
+    key, latest = list(table.key), list(table.latest_by)
+    ranked = (
+        _frame(rows.select([*key, *latest]))
+        .with_row_index(_ROW)
+        .sort([*key, *latest], descending=[False] * len(key) + [True] * len(latest), nulls_last=True)
+    )
+
+    def differs(columns: list[str]) -> pl.Expr:  # from the row before (nulls equal); the first row does
+        changed = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in columns)
+        return changed | (pl.int_range(pl.len()) == 0)
+
+    marks = ranked.select(
+        pl.col(_ROW),
+        first=differs(key),
+        start=differs([*key, *latest]) if latest else pl.lit(True),
+    ).with_columns(group=pl.col("start").cum_sum())
+    tied = marks.get_column("first") & ~marks.get_column("start").shift(-1, fill_value=True)
+    firsts = marks.filter(pl.col("first"))
+    winners = firsts.get_column(_ROW)
+    if tied.any():
+        groups = marks.filter(tied).get_column("group")
+        candidates = marks.filter(pl.col("group").is_in(groups.implode()))
+        resolved = _tie_break(table, rows, candidates.get_column(_ROW), candidates.get_column("group"))
+        winners = winners.scatter(firsts.get_column("group").is_in(groups.implode()).arg_true(), resolved)
+    return rows.take(winners.to_arrow())
+
+
+_ROW = "__row"
+
+
+def _tie_break(table: Table, rows: pa.Table, candidates: pl.Series, groups: pl.Series) -> pl.Series:
+    """Of candidate rows (`groups`: which tie each is in), the first of each group by the full order (key, then
+    `latest_by` descending, then the other columns ascending, nulls last); the winners in group order."""
     key = list(table.key)
     order = [(k, "ascending", "at_end") for k in key]
     order += [(c, "descending", "at_end") for c in table.latest_by]
     decided = {*table.key, *table.latest_by}
     order += [(c.name, "ascending", "at_end") for c in table.columns if c.name not in decided]
-    ranked = rows.take(pc.sort_indices(rows, sort_keys=order))
-    first = _frame(ranked.select(key)).select(pl.struct(key).is_first_distinct()).to_series().to_arrow()
-    return ranked.filter(first)
+    subset = rows.take(candidates.to_arrow())
+    sorted_positions = pl.Series(pc.sort_indices(subset, sort_keys=order))
+    ranked = pl.DataFrame({"row": candidates.gather(sorted_positions), "group": groups.gather(sorted_positions)})
+    return ranked.unique("group", keep="first", maintain_order=True).sort("group").get_column("row")
 
 
 def _frame(rows: pa.Table) -> pl.DataFrame:
