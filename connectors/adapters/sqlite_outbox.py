@@ -295,7 +295,9 @@ class SqliteOutbox:
         gets here): then one INSERT OR IGNORE of the keys, which inserts them all, and one INSERT of their
         messages. When it inserted fewer rows than the group has keys, some key was recorded before (a
         replay whose first answer this process does not remember, or a key used twice in the group): the
-        transaction is rolled back and the group written again by `_apply_mixed_group`."""
+        transaction is rolled back and the group written again by `_apply_mixed_group`. (`total_changes` is a
+        32-bit count that wraps after 2**31 rows: a group across the wrap takes that slower way, never a
+        wrong one, since the difference can only equal the group's size when it is the true count.)"""
         before = self._writer.total_changes
         keys: list[object] = []
         messages: list[object] = []
