@@ -26,17 +26,22 @@ _OPTIONS = orjson.OPT_UTC_Z
 
 
 def uuid5(namespace: bytes, name: str) -> str:
-    """`str(uuid.uuid5(UUID(bytes=namespace), name))`, without building UUID objects."""
-    digest = bytearray(hashlib.sha1(namespace + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    """`str(uuid.uuid5(UUID(bytes=namespace), name))`, without building UUID objects: the first 16 bytes of
+    the SHA-1 in hex, with the version nibble (hex digit 12) set to 5 and the top two bits of the variant
+    nibble (hex digit 16) to 10."""
+    h = hashlib.sha1(namespace + name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_VARIANT = {f"{n:x}": f"{0x8 | (n & 0x3):x}" for n in range(16)}
+_MESSAGE_PREFIX = {t: _MESSAGE_NAMESPACE + f"{t.value}:".encode() for t in MessageType}
+"""Per message type, what its message ids hash before the idempotency key."""
 
 
 def message_id(message_type: MessageType, idempotency_key: str) -> str:
     """`contracts.messages.message_id_for`."""
-    return uuid5(_MESSAGE_NAMESPACE, f"{message_type.value}:{idempotency_key}")
+    h = hashlib.sha1(_MESSAGE_PREFIX[message_type] + idempotency_key.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 def records(

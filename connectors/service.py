@@ -96,6 +96,13 @@ def purchase_id_for(shopping_trip_id: str) -> str:
     return uuid5(_PURCHASE_NAMESPACE, shopping_trip_id)
 
 
+def _settle(waiters: list[asyncio.Future[StoredResponse | None]], stored: StoredResponse | None) -> None:
+    """Give the first attempt's recorded answer (None: it failed) to the requests waiting for it."""
+    for waiter in waiters:
+        if not waiter.done():  # a waiter cancelled meanwhile
+            waiter.set_result(stored)
+
+
 def _json(body: dict[str, Any]) -> bytes:
     return orjson.dumps(body)
 
@@ -115,7 +122,9 @@ class ConnectorService:
         self._clock = clock
         self._producer = producer
         self._default_currency = default_currency
-        self._inflight: dict[tuple[str, str], asyncio.Future[StoredResponse | None]] = {}
+        self._inflight: dict[tuple[str, str], list[asyncio.Future[StoredResponse | None]]] = {}
+        """The keys being decided and committed, each with the futures of the same key's requests that came
+        meanwhile (nearly always none: a future is made only for one that has to wait)."""
         self._priced: dict[tuple[int, str, str], tuple[CatalogItem | None, PricedLine, dict[str, Any]]] = {}
         """`_price`'s lines: (id of the catalog item, quantity, unit) → (the item, its price, its fields)."""
 
@@ -127,24 +136,26 @@ class ConnectorService:
         if stored is not None:
             return self._replay(stored, fp, key, request)
         inflight = self._inflight.get((route, key))
-        if inflight is not None:
-            winner = await asyncio.shield(inflight)
+        if inflight is not None:  # the same key in flight: wait for the first attempt's answer
+            waiter: asyncio.Future[StoredResponse | None] = asyncio.get_running_loop().create_future()
+            inflight.append(waiter)
+            winner = await waiter
             if winner is None:
                 raise OutboxUnavailableError("the first attempt with this key failed to record")
             return self._replay(winner, fp, key, request)
-        future: asyncio.Future[StoredResponse | None] = asyncio.get_running_loop().create_future()
-        self._inflight[(route, key)] = future
+        waiters: list[asyncio.Future[StoredResponse | None]] = []
+        self._inflight[(route, key)] = waiters
         try:
             decision = decide()
             stored = await self._outbox.commit(
                 route, key, StoredResponse(fp, decision.status, _json(decision.body)), decision.records
             )
         except BaseException:
-            future.set_result(None)
+            _settle(waiters, None)
             raise
         finally:
             del self._inflight[(route, key)]
-        future.set_result(stored)
+        _settle(waiters, stored)
         return self._replay(stored, fp, key, request)
 
     @staticmethod

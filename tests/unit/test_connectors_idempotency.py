@@ -305,6 +305,32 @@ def test_concurrent_duplicates_of_a_failed_first_attempt_all_fail(source: Memory
     assert outbox.responses == {}
 
 
+def test_a_cancelled_duplicate_leaves_the_first_attempt_and_the_other_duplicates_answered(
+    source: MemorySource,
+) -> None:
+    outbox = GatedOutbox()
+    service = ConnectorService(CachedDirectory(source), outbox, lambda: NOW)
+    body = purchase_body(trip_id="trip-cancel")
+    requests = [models.CreatePurchasesRequest.model_validate(retry_of(body)) for _ in range(3)]
+
+    async def scenario() -> list[Answer | BaseException]:
+        tasks = [asyncio.ensure_future(service.create_purchase(r)) for r in requests]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        tasks[1].cancel()  # a client gone while it waited for the first attempt
+        await asyncio.sleep(0)
+        outbox.release.set()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    first, cancelled, third = asyncio.run(scenario())
+
+    answer = Answer(201, b'{"purchaseId":"' + purchase_id_for("trip-cancel").encode() + b'"}')
+    assert (first, third) == (answer, answer)
+    assert isinstance(cancelled, asyncio.CancelledError)
+    assert outbox.commits == 1
+    assert len(outbox.messages) == 1
+
+
 # --- the SQLite ledger: restart and retention ----------------------------------------------------
 
 

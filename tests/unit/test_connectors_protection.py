@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import SecretStr
 
 from connectors import models
-from connectors.app import Metrics, RequestLog, create_app
+from connectors.app import AnswerMetrics, Metrics, RequestLog, create_app
 from connectors.directory import CachedDirectory
 from connectors.fakes import MemoryOutbox, MemorySource
 from connectors.protection import StoreRateLimiter
@@ -230,6 +231,29 @@ def test_healthz_answers_ok(client: TestClient) -> None:
 
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_the_answer_metrics_read_out_as_prometheus_clients_own_counter_and_histogram() -> None:
+    ours = Metrics()
+    registry = CollectorRegistry()
+    counter = Counter("jwo_connector_requests", "Connector requests by route and status", ["route", "status"],
+                      registry=registry)  # fmt: skip
+    histogram = Histogram("jwo_connector_latency_seconds", "Connector answer latency", ["route"],
+                          buckets=AnswerMetrics.BUCKETS, registry=registry)  # fmt: skip
+    answers = [(SCAN, 200, 0.0004), (SCAN, 200, 0.001), (SCAN, 400, 0.0011), (PURCHASES, 201, 2.0),
+               (PURCHASES, 201, 7.5), (PURCHASES, 500, 0.25), (KEYS, 401, 0.0)]  # fmt: skip
+    for route, status, seconds in answers:
+        ours.observe(route, status, seconds)
+        counter.labels(route, str(status)).inc()
+        histogram.labels(route).observe(seconds)
+
+    def connector_lines(text: bytes) -> list[str]:
+        return sorted(line for line in text.decode().splitlines() if "jwo_connector" in line and "_created" not in line)
+
+    assert connector_lines(generate_latest(ours.registry)) == connector_lines(generate_latest(registry))
+    assert 'jwo_connector_latency_seconds_bucket{le="0.001",route="/v1/identity/scan"} 2.0' in connector_lines(
+        generate_latest(ours.registry)
+    )
 
 
 def test_metrics_count_requests_by_route_and_status(service: ConnectorService) -> None:
