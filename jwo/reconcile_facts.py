@@ -38,7 +38,16 @@ from simulator.settlement import SettlementKey
 from warehouse.errors import QueryError
 from warehouse.lake import LakeWriter, parquet_files
 from warehouse.merge import file_lock
-from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, lock_down, open_reader, run_query
+from warehouse.query import (
+    VANISHED_FILE_RETRIES,
+    QueryResult,
+    file_vanished,
+    lock_down,
+    merged_file_state,
+    open_reader,
+    run_query,
+    segments_as_they_are,
+)
 from warehouse.render import render
 from warehouse.views import empty_select_sql, parquet_glob, quote_literal
 
@@ -316,6 +325,13 @@ class LakeFacts:
 
         def read_shaped(con: duckdb.DuckDBPyConnection) -> None:
             assert shape is not None
+            plain = segments_as_they_are(self._root, table)
+            if plain is not None:  # every key in one segment: the rows as they are, read once, nothing to rank
+                segments, state = plain
+                con.execute(f"create temp table {name} as " + shape.format(rows=f"select {listed} from ({segments})"))
+                if merged_file_state(self._root, table) == state:
+                    return
+                con.execute(f"drop table {name}")  # a merge ran meanwhile: read it as any lake is read
             con.execute(
                 f"create temp table {name}_dups as select {key_hash} as key_hash from {raw} "
                 "group by all having count(*) > 1"

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 
 from connectors.adapters.sqlite_retailer import SqliteRetailerStore
-from contracts.tables import TABLES
+from contracts.tables import TABLES, Table
+from jwo import reconcile_facts
 from jwo.reconcile_facts import LakeFacts, build_job, score, settlement_report
 from reconcile.settings import ReconcileSettings
 from simulator.settlement import SettlementDayConfig, build_settlement_day
 from warehouse.lake import LakeWriter
-from warehouse.query import run_query
+from warehouse.merge import merge_table
+from warehouse.query import merged_file_state, run_query, segments_as_they_are
 
 
 def test_the_job_reconciles_a_day_in_the_lake_and_a_rerun_changes_nothing(tmp_path: Path) -> None:
@@ -221,3 +223,38 @@ def test_a_days_workspace_holds_the_trips_of_that_day_and_their_facts_as_the_vie
     # The day before's trip is not in scope for its capture on D; the orphan's events of both days are.
     assert not any("late-capture" in row for row in got["payments"])
     assert sum(first["shopping_trip_id"] in row for row in got["payments"]) == 3  # its two events and the late one
+
+
+@pytest.mark.parametrize("merged_meanwhile", [False, True])
+def test_the_workspace_reads_merged_report_lines_as_they_are_and_again_ranked_if_a_merge_ran_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, merged_meanwhile: bool
+) -> None:
+    """With the marker and no batch file, the Intra-Day lines' segments are the table (one read, no ranking); if
+    the files changed while they were read, the read runs again as for any lake. Either way: the view's sums."""
+    day = build_settlement_day(SettlementDayConfig(per_anomaly=2))
+    lake = tmp_path / "lake"
+    writer = LakeWriter(lake)
+    writer.write_tables({TABLES[name]: rows for name, rows in day.tables().items()}, "facts-1")
+    newer = [
+        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
+        for r in day.intraday_order_lines[:6]
+    ]
+    writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")
+    merge_table(lake, TABLES["intraday_order_lines"])
+    assert segments_as_they_are(lake, TABLES["intraday_order_lines"]) is not None
+    calls: list[object] = []
+
+    def state_after(root: Path, table: Table) -> object:
+        calls.append(table)
+        return "changed" if merged_meanwhile else merged_file_state(root, table)
+
+    monkeypatch.setattr(reconcile_facts, "merged_file_state", state_after)
+    source = LakeFacts(lake)
+    with source.workspace() as workspace:
+        got = sorted(map(str, workspace.con.sql("select * from reported").fetchall()))
+    expected = run_query(
+        lake, "select shopping_trip_id, sum(line_total), max(last_updated) from intraday_order_lines group by all"
+    ).rows
+    assert got == sorted(map(str, expected))
+    assert any("1.0000" in row for row in got)
+    assert calls == [TABLES["intraday_order_lines"]]  # the segments were read as they are, and checked once
