@@ -193,7 +193,7 @@ def segments_as_they_are(root: Path, table: Table) -> tuple[str, object] | None:
     if table.name not in MERGED_ON_WRITE or not table.key:
         return None
     state = _merged_state(root.resolve(), table)
-    if state.view_kind(table) not in ("plain", "plain-exact"):
+    if state.batches or state.view_kind(table) not in ("plain", "plain-exact"):  # plain: the segments' view
         return None
     return segments_select_sql(table, root.resolve(), exact=state.view_kind(table) == "plain-exact"), state
 

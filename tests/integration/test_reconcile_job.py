@@ -258,3 +258,27 @@ def test_the_workspace_reads_merged_report_lines_as_they_are_and_again_ranked_if
     assert got == sorted(map(str, expected))
     assert any("1.0000" in row for row in got)
     assert calls == [TABLES["intraday_order_lines"]]  # the segments were read as they are, and checked once
+
+
+def test_merged_report_lines_with_a_batch_file_waiting_are_read_ranked(tmp_path: Path) -> None:
+    """The marker says every key is in one segment once the batch files are merged: with one waiting, its rows
+    and the segments' are ranked, as the view does."""
+    day = build_settlement_day(SettlementDayConfig(per_anomaly=2))
+    lake = tmp_path / "lake"
+    writer = LakeWriter(lake)
+    writer.write_tables({TABLES[name]: rows for name, rows in day.tables().items()}, "facts-1")
+    merge_table(lake, TABLES["intraday_order_lines"])
+    newer = [
+        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
+        for r in day.intraday_order_lines[:6]
+    ]
+    writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")  # not merged yet
+    assert segments_as_they_are(lake, TABLES["intraday_order_lines"]) is None
+    source = LakeFacts(lake)
+    with source.workspace() as workspace:
+        got = sorted(map(str, workspace.con.sql("select * from reported").fetchall()))
+    expected = run_query(
+        lake, "select shopping_trip_id, sum(line_total), max(last_updated) from intraday_order_lines group by all"
+    ).rows
+    assert got == sorted(map(str, expected))
+    assert any("1.0000" in row for row in got)
