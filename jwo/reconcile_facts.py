@@ -38,7 +38,16 @@ from simulator.settlement import SettlementKey
 from warehouse.errors import QueryError
 from warehouse.lake import LakeWriter, parquet_files
 from warehouse.merge import file_lock
-from warehouse.query import VANISHED_FILE_RETRIES, QueryResult, file_vanished, lock_down, open_reader, run_query
+from warehouse.query import (
+    VANISHED_FILE_RETRIES,
+    QueryResult,
+    file_vanished,
+    lock_down,
+    merged_file_state,
+    open_reader,
+    run_query,
+    segments_as_they_are,
+)
 from warehouse.render import render
 from warehouse.views import empty_select_sql, parquet_glob, quote_literal
 
@@ -65,6 +74,13 @@ def _ts(moment: datetime) -> str:
     return f"TIMESTAMPTZ {quote_literal(moment.astimezone(UTC).isoformat())}"
 
 
+def _state_columns(columns: Sequence[str]) -> str:
+    """The columns of `trip_reconciliation` as STATE_SCHEMA has them (`business_date` as its UTC date)."""
+    return ", ".join(
+        f"{table_rules.utc_date(name)} as business_date" if name == "business_date" else name for name in columns
+    )
+
+
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     [(found,)] = con.execute(
         "select count(*) from duckdb_tables() where temporary and table_name = ?", [name]
@@ -74,6 +90,17 @@ def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 Step = str | Callable[[duckdb.DuckDBPyConnection], None]
 """A statement to run on a reader, or a function that runs several."""
+
+
+def _unless_none(probe: str, statement: str) -> Step:
+    """A step that runs `statement` only when the query `probe` finds a row (a DELETE or an INSERT that would find
+    nothing to do still builds the hash table of its anti join)."""
+
+    def step(con: duckdb.DuckDBPyConnection) -> None:
+        if con.execute(probe).fetchall():
+            con.execute(statement)
+
+    return step
 
 
 class LakeFacts:
@@ -91,56 +118,81 @@ class LakeFacts:
     def workspace(self, *, day: date | None = None, since: datetime | None = None) -> Iterator[Workspace]:
         """A reader (`warehouse.query.open_reader`: in memory, may read the lake only) holding the facts of the
         trips in scope as temp tables, read once."""
+        purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
+        read = [
+            self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
+            self._latest(PAYMENT_EVENTS, "_payments", payments),
+            self._latest(TRIP_RECONCILIATION, "_trips", table_rules.STATE_SCHEMA.names),
+            self._latest(
+                INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
+                "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
+                "from ({rows}) group by shopping_trip_id",
+            ),
+        ]  # fmt: skip
+        out_of_scope = "not exists (select 1 from scope s where s.shopping_trip_id = {table}.shopping_trip_id)"
         if day is not None:
-            d = f"DATE {quote_literal(day.isoformat())}"
-            scope = (
-                f"select shopping_trip_id from _purchases where cast(end_time as date) = {d} "
-                "union all select shopping_trip_id from (select distinct shopping_trip_id from _payments "
-                f"where cast(event_time as date) = {d}) p "
-                "where not exists (select 1 from _purchases q where q.shopping_trip_id = p.shopping_trip_id) "
-                f"union all select shopping_trip_id from _trips where cast(business_date as date) = {d}"
-            )
-        elif since is not None:
-            t = _ts(since)
-            scope = (
-                f"select shopping_trip_id from _purchases where created_at >= {t} "
-                f"union all select shopping_trip_id from _payments where event_time >= {t} "
-                f"union all select shopping_trip_id from cancel_charges where requested_at >= {t} "
-                f"union all select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
-                "union all select shopping_trip_id from _trips where state = 'pending'"
+            # Each trip once without a DISTINCT of every id: the day's purchases (one row per trip), the payments'
+            # trips of the day with no purchase at all, the day's reconciled trips not among those.
+            on_day = partial(table_rules.on_utc_day, day=day)
+            scope = [
+                f"create temp table scope as select shopping_trip_id from _purchases where {on_day('end_time')} "
+                "and shopping_trip_id is not null",
+                "insert into scope select distinct shopping_trip_id from _payments p "
+                f"where {on_day('event_time')} and shopping_trip_id is not null "
+                "and not exists (select 1 from _purchases q where q.shopping_trip_id = p.shopping_trip_id)",
+                _unless_none(
+                    f"select 1 from _trips where {on_day('business_date')} limit 1",
+                    "insert into scope select distinct shopping_trip_id from _trips t "
+                    f"where {on_day('business_date')} and shopping_trip_id is not null "
+                    f"and {out_of_scope.format(table='t')}",
+                ),
+            ]
+            # A purchase is in scope if it ends on the day, or (rarely) by its trip's reconciled business day.
+            outside = f"({on_day('end_time')} is not true or shopping_trip_id is null)"
+            narrow_purchases = _unless_none(
+                f"select 1 from _purchases where {outside} limit 1",
+                f"delete from _purchases where {outside} and {out_of_scope.format(table='_purchases')}",
             )
         else:
-            scope = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
-        in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
-        scope_row = "select 1 from scope s where s.shopping_trip_id = {table}.shopping_trip_id"
-        purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
+            if since is not None:
+                t = _ts(since)
+                union = (
+                    f"select shopping_trip_id from _purchases where created_at >= {t} "
+                    f"union all select shopping_trip_id from _payments where event_time >= {t} "
+                    f"union all select shopping_trip_id from cancel_charges where requested_at >= {t} "
+                    f"union all select shopping_trip_id from intraday_order_lines where last_updated >= {t} "
+                    "union all select shopping_trip_id from _trips where state = 'pending'"
+                )
+            else:
+                union = "select shopping_trip_id from _purchases union all select shopping_trip_id from _payments"
+            scope = [
+                f"create temp table scope as select distinct shopping_trip_id from ({union}) "
+                "where shopping_trip_id is not null"
+            ]
+            narrow_purchases = f"delete from _purchases where {out_of_scope.format(table='_purchases')}"
         con = self._open(
             [
-                self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
-                self._latest(PAYMENT_EVENTS, "_payments", payments),
-                self._latest(TRIP_RECONCILIATION, "_trips", table_rules.STATE_SCHEMA.names),
-                self._latest(
-                    INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
-                    "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
-                    "from ({rows}) group by shopping_trip_id",
-                ),
-                f"create temp table scope as select distinct shopping_trip_id from ({scope}) "
-                "where shopping_trip_id is not null",
+                *read,
+                *scope,
                 # Narrowed in place (a full day keeps nearly every row: a copy would cost more than the delete).
-                f"delete from _purchases where not exists ({scope_row.format(table='_purchases')})",
+                narrow_purchases,
                 "alter table _purchases drop column created_at",
                 "alter table _purchases rename to purchased",
-                f"delete from _payments where not exists ({scope_row.format(table='_payments')})",
+                f"delete from _payments where {out_of_scope.format(table='_payments')}",
                 "alter table _payments rename to payments",
-                f"create temp table reported as select shopping_trip_id, reported, reported_at from _reported "
-                f"where {in_scope}",
                 "create temp table cancelled as select shopping_trip_id, requested_at as cancelled_at "
-                f"from cancel_charges where {in_scope}",
+                "from cancel_charges where shopping_trip_id in (select shopping_trip_id from scope)",
             ]
-        )  # fmt: skip
+        )
         try:
             available = con.sql("select count(*) from (select 1 from _reported limit 1)").fetchall()[0][0] > 0
-            con.execute("drop table _reported")
+            self._run(
+                con,
+                [
+                    f"delete from _reported where {out_of_scope.format(table='_reported')}",
+                    "alter table _reported rename to reported",
+                ],
+            )
             yield Workspace(con, reports_available=available)
         finally:
             con.close()
@@ -150,20 +202,19 @@ class LakeFacts:
         of their end times and payment events), read once (the current trips were read with the facts, as
         `_trips`, when `con` is this source's workspace)."""
         columns = table_rules.STATE_SCHEMA.names
-        state = ", ".join(
-            "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
-        )
+        state = _state_columns(columns)
         days = "select day from _business_days"
         in_scope = "shopping_trip_id in (select shopping_trip_id from scope)"
+        utc_date = table_rules.utc_date
         self._run(
             con,
             [
                 *([] if _has_table(con, "_trips") else [self._latest(TRIP_RECONCILIATION, "_trips", columns)]),
                 # Found once (a scan of every purchase and payment event), used three times.
-                "create temp table _business_days as select distinct cast(end_time as date) as day from purchased "
-                "union select distinct cast(event_time as date) from payments",
+                f"create temp table _business_days as select distinct {utc_date('end_time')} as day from purchased "
+                f"union select distinct {utc_date('event_time')} from payments",
                 f"create temp table current_trips as select {state} from _trips "
-                f"where {in_scope} or cast(business_date as date) in ({days})",
+                f"where {in_scope} or {utc_date('business_date')} in ({days})",
                 "drop table _trips",
                 f"create temp table current_debts as select {', '.join(table_rules.DEBT_SCHEMA.names)} "
                 f"from {BAD_DEBTS.name} where {in_scope}",
@@ -270,9 +321,17 @@ class LakeFacts:
                 )
             for c in [*extra, "_key_hash"]:
                 con.execute(f"alter table {name} drop column {c}")
+            con.execute(f"drop table {name}_dups")
 
         def read_shaped(con: duckdb.DuckDBPyConnection) -> None:
             assert shape is not None
+            plain = segments_as_they_are(self._root, table)
+            if plain is not None:  # every key in one segment: the rows as they are, read once, nothing to rank
+                segments, state = plain
+                con.execute(f"create temp table {name} as " + shape.format(rows=f"select {listed} from ({segments})"))
+                if merged_file_state(self._root, table) == state:
+                    return
+                con.execute(f"drop table {name}")  # a merge ran meanwhile: read it as any lake is read
             con.execute(
                 f"create temp table {name}_dups as select {key_hash} as key_hash from {raw} "
                 "group by all having count(*) > 1"
@@ -286,6 +345,7 @@ class LakeFacts:
                     f"from {raw} where {key_hash} in ({held_twice}) qualify {first} = 1)"
                 )
             con.execute(f"create temp table {name} as " + shape.format(rows=rows))
+            con.execute(f"drop table {name}_dups")
 
         return read_once if shape is None else read_shaped
 
@@ -302,14 +362,11 @@ class LakeFacts:
             return table_rules.empty(table_rules.SETTLEMENT_SCHEMA)
         listed = ", ".join(f"DATE {quote_literal(d.isoformat())}" for d in days)
         columns = table_rules.STATE_SCHEMA.names
-        state = ", ".join(
-            "cast(business_date as date) as business_date" if name == "business_date" else name for name in columns
-        )
         con = self._open(
             [
                 self._latest(TRIP_RECONCILIATION, "_trips", columns),
-                f"create temp table trips as select {state}, cast(null as varchar) as debt_reason from _trips "
-                f"where cast(business_date as date) in ({listed})",
+                f"create temp table trips as select {_state_columns(columns)}, cast(null as varchar) as debt_reason "
+                f"from _trips where {table_rules.utc_date('business_date')} in ({listed})",
                 self._refunded_step(listed),
                 "create temp table current_settlements as select "
                 f"{', '.join(table_rules.SETTLEMENT_SCHEMA.names)} from {DAILY_SETTLEMENT.name} "

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -237,6 +237,26 @@ def _iso(expr: str) -> str:
     )
 
 
+def utc_date(expr: str) -> str:
+    """SQL for the UTC day of a TIMESTAMPTZ, as `CAST(expr AS DATE)` gives it in a UTC session, without the cast's
+    time-zone conversion (ICU's calendar, ≈ 40 ns a value: 0.25 s for three million): the microseconds since the
+    epoch as a timestamp without a zone, whose date is the UTC date."""
+    return f"CAST(make_timestamp(epoch_us({expr})) AS DATE)"
+
+
+def utc_midnight(expr: str) -> str:
+    """SQL for the TIMESTAMPTZ of a DATE's midnight UTC, as `CAST(expr AS TIMESTAMPTZ)` gives it in a UTC session,
+    without the cast's time-zone conversion: the date's seconds since the epoch (a whole number) as a time."""
+    return f"to_timestamp(epoch({expr}))"
+
+
+def on_utc_day(expr: str, day: date) -> str:
+    """SQL that is true where a TIMESTAMPTZ falls on the UTC `day` (as `CAST(expr AS DATE) = day` in a UTC session),
+    false where it does not, null where it is null: two comparisons with the day's bounds, no conversion."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return f"({expr} >= {_timestamp(start)} AND {expr} < {_timestamp(start + timedelta(days=1))})"
+
+
 def _text(expr: str) -> str:
     """SQL for `str(Decimal)` of a four-place decimal."""
     return f"CAST({expr} AS VARCHAR)"
@@ -379,7 +399,7 @@ SELECT
             || CASE WHEN a.reported IS NOT NULL AND a.reported <> 0 THEN ', reported ' || {_text("a.reported")}
                     ELSE '' END
     END AS reason,
-    CAST(CASE WHEN a.sold THEN a.end_time ELSE a.first_event END AS DATE) AS business_date,
+    {utc_date("CASE WHEN a.sold THEN a.end_time ELSE a.first_event END")} AS business_date,
     coalesce(a.subtotal, 0) AS subtotal,
     coalesce(a.promotions, 0) AS promotions,
     coalesce(a.tax, 0) AS tax,
@@ -626,7 +646,7 @@ def run(
     now_sql = _timestamp(now)
     same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM r.{c}" for c in _OUTCOME)
     trip_columns = ", ".join(
-        "CAST(business_date AS TIMESTAMPTZ) AS business_date" if name == "business_date"
+        f"{utc_midnight('business_date')} AS business_date" if name == "business_date"
         else f"{now_sql} AS updated_at" if name == "updated_at" else name
         for name in TRIP_RECONCILIATION.column_names
     )  # fmt: skip
@@ -687,11 +707,11 @@ def _day_by_day(con: duckdb.DuckDBPyConnection, relation: str, column: str, sche
     """The relation's rows (cast to `schema`) grouped by the UTC day of `column`, oldest first (null last), each
     day's rows in the relation's order: the lake publishes each day's file as a slice of it instead of copying the
     rows out day by day (a full day's trip rows span two days of `first_seen_at`: ≈ 1.9 s for 1M rows)."""
-    day = f"CAST({column} AS DATE)"
-    days = [d for (d,) in con.sql(f"SELECT DISTINCT {day} FROM {relation} ORDER BY 1 NULLS LAST").fetchall()]
+    found = f"SELECT DISTINCT {utc_date(column)} FROM {relation} ORDER BY 1 NULLS LAST"
+    days: list[date | None] = [d for (d,) in con.sql(found).fetchall()]
     if len(days) < 2:
         return arrow(con, f"SELECT * FROM {relation}", schema)
-    wheres = [f"{day} IS NULL" if d is None else f"{day} = DATE '{d}'" for d in days]
+    wheres = [f"{column} IS NULL" if d is None else on_utc_day(column, d) for d in days]
     return pa.concat_tables(arrow(con, f"SELECT * FROM {relation} WHERE {where}", schema) for where in wheres)
 
 

@@ -185,6 +185,24 @@ def _merged_state(root: Path, table: Table) -> _MergedState:
     return _MergedState(read_marker(root, table), tuple(segments), tuple(batches))
 
 
+def segments_as_they_are(root: Path, table: Table) -> tuple[str, object] | None:
+    """For a table merged on write whose lake has the marker and no batch file waiting: the query of its rows (the
+    segments as they are, `views.segments_select_sql`) and the table's file state it holds for (compare it with
+    `merged_file_state` after reading: a merge that ran meanwhile can have moved a key). None otherwise (read it by
+    the view that ranks the keys held twice)."""
+    if table.name not in MERGED_ON_WRITE or not table.key:
+        return None
+    state = _merged_state(root.resolve(), table)
+    if state.batches or state.view_kind(table) not in ("plain", "plain-exact"):  # plain: the segments' view
+        return None
+    return segments_select_sql(table, root.resolve(), exact=state.view_kind(table) == "plain-exact"), state
+
+
+def merged_file_state(root: Path, table: Table) -> object:
+    """The state `segments_as_they_are` compares: the marker and every file's name and signature."""
+    return _merged_state(root.resolve(), table)
+
+
 class _Reader:
     """A sandboxed reader kept for `run_query`: the database, and which view each table has.
 

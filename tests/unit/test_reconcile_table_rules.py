@@ -228,3 +228,29 @@ def test_a_settlement_joins_the_refunds_of_its_day_and_store() -> None:
 @given(st.uuids(), st.lists(st.text(), max_size=20))
 def test_the_batched_uuid5_ids_are_the_uuid_modules_ids(namespace: uuid.UUID, names: list[str]) -> None:
     assert table_rules.uuid5s(namespace, names) == [str(uuid.uuid5(namespace, name)) for name in names]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moments=st.lists(
+        st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC))
+        | st.sampled_from([datetime(2026, 11, 20, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)])
+        | st.none(),
+        min_size=1,
+        max_size=20,
+    ),
+    day=st.dates(min_value=date(1900, 1, 1), max_value=date(2200, 1, 1)),
+)
+def test_the_utc_day_helpers_agree_with_duckdbs_casts_in_a_utc_session(
+    moments: list[datetime | None], day: date
+) -> None:
+    moments += [datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(microseconds=d) for d in (-1, 0, 1)]
+    frame = pa.table({"t": pa.array(moments, pa.timestamp("us", tz="UTC"))})
+    with table_rules.calculator(f=frame) as con:
+        rows = con.sql(
+            f"SELECT CAST(t AS DATE), {table_rules.utc_date('t')}, CAST(t AS DATE) = DATE '{day}', "
+            f"{table_rules.on_utc_day('t', day)}, CAST(CAST(t AS DATE) AS TIMESTAMPTZ), "
+            f"{table_rules.utc_midnight(table_rules.utc_date('t'))} FROM f"
+        ).fetchall()
+    for cast_day, day_of, cast_on, on_day, cast_midnight, midnight in rows:
+        assert (day_of, on_day, midnight) == (cast_day, cast_on, cast_midnight)
