@@ -7,7 +7,9 @@ The day: `--trips` trips ending on 2026-11-20, written to a Parquet lake as the 
 payment_events with 2% of events delivered twice, cancel_charges, intraday_order_lines with 1-5 lines per cart),
 with every anomaly of SPEC §5: declines at entry and at capture (1% each), partial capture, over-capture, a report
 that disagrees, missing capture, missing report rows (0.5% each), empty carts (1%), orphan payments (0.3%).
-Generated with DuckDB SQL (seeded by hash, so the same every run).
+Generated with DuckDB SQL (seeded by hash, so the same every run). The Intra-Day lines are then merged as the
+ingester leaves them after every file (one segment per key, `warehouse.merge.merge_table`); `--unmerged-intraday`
+leaves them as one batch file (a lake after a crash, before the next merge).
 
 (a) full: `build_job(lake, store, settings).run(day=D)` (what `jwo reconcile --date D` runs), in a child
     process that reports its own peak RSS; then the same again (nothing changes: the second run must write
@@ -55,10 +57,12 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- the day
 
 
-def generate(lake: Path, trips: int) -> dict[str, int]:
-    """Write the day's facts into `lake`; returns rows per table."""
+def generate(lake: Path, trips: int, *, merged: bool = True) -> dict[str, int]:
+    """Write the day's facts into `lake`, the Intra-Day lines merged as the ingester merges them unless not
+    `merged`; returns rows per table."""
     from contracts.tables import CANCEL_CHARGES, INTRADAY_ORDER_LINES, PAYMENT_EVENTS, PURCHASES
     from warehouse.lake import LakeWriter
+    from warehouse.merge import merge_table
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
@@ -164,6 +168,8 @@ def generate(lake: Path, trips: int) -> dict[str, int]:
     writer.write_arrow(PAYMENT_EVENTS, payments.filter(dup).cast(PAYMENT_EVENTS.arrow_schema()), "bench-redelivered")
     writer.write_arrow(INTRADAY_ORDER_LINES, lines.cast(INTRADAY_ORDER_LINES.arrow_schema()), "bench-facts")
     writer.write_arrow(CANCEL_CHARGES, cancels.cast(CANCEL_CHARGES.arrow_schema()), "bench-facts")
+    if merged:
+        merge_table(lake, INTRADAY_ORDER_LINES)
     return {
         "purchases": purchases.num_rows,
         "payment_events": payments.num_rows,
@@ -338,6 +344,9 @@ def main() -> None:
     parser.add_argument("--declines", type=int, default=2_000)
     parser.add_argument("--rate", type=float, default=200.0, help="decline events published per second")
     parser.add_argument("--child", nargs=3, metavar=("LAKE", "HOME", "RUNS"))
+    parser.add_argument(
+        "--unmerged-intraday", action="store_true", help="leave the Intra-Day lines as one batch file, not merged"
+    )
     args = parser.parse_args()
     if args.child:
         child(Path(args.child[0]), Path(args.child[1]), int(args.child[2]))
@@ -347,16 +356,17 @@ def main() -> None:
         root = Path(tmp)
         log(f"generating {args.trips:,} trips ...")
         started = time.perf_counter()
-        counts = generate(root / "lake", args.trips)
+        counts = generate(root / "lake", args.trips, merged=not args.unmerged_intraday)
         log(f"generated in {time.perf_counter() - started:.1f} s: {counts}")
         for name, count in counts.items():
             print(f"input_{name} {count}")
+        print(f"input_intraday_layout {'one batch file' if args.unmerged_intraday else 'merged, one segment per key'}")
         (root / "home").mkdir()
         full = run_child(root / "lake", root / "home", 2)
         log(f"full: {full}")
 
         log(f"baseline: {args.baseline_trips:,} trips with the code of {BASELINE_COMMIT} ...")
-        generate(root / "small", args.baseline_trips)
+        generate(root / "small", args.baseline_trips, merged=not args.unmerged_intraday)
         (root / "small-home").mkdir()
         (root / "old").mkdir()
         old = run_child(root / "small", root / "small-home", 1, baseline_tree(root / "old"))
