@@ -13,7 +13,7 @@ from contracts.tables import TABLES, Table
 from jwo import reconcile_facts
 from jwo.reconcile_facts import LakeFacts, build_job, score, settlement_report
 from reconcile.settings import ReconcileSettings
-from simulator.settlement import SettlementDayConfig, build_settlement_day
+from simulator.settlement import SettlementDay, SettlementDayConfig, build_settlement_day
 from warehouse.lake import LakeWriter
 from warehouse.merge import merge_table
 from warehouse.query import merged_file_state, run_query, segments_as_they_are
@@ -109,6 +109,25 @@ def test_a_run_that_fails_after_its_trip_rows_were_staged_leaves_no_file_and_the
         store.close()
 
 
+def newer_report_lines(day: SettlementDay) -> list[dict[str, object]]:
+    """Six of the day's report lines restated five minutes later at 1.00."""
+    return [
+        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
+        for r in day.intraday_order_lines[:6]
+    ]
+
+
+def assert_reported_as_the_view_sums(lake: Path) -> None:
+    """The workspace's `reported` sums are the de-duplicating view's, the restated lines' included."""
+    with LakeFacts(lake).workspace() as workspace:
+        got = sorted(map(str, workspace.con.sql("select * from reported").fetchall()))
+    expected = run_query(
+        lake, "select shopping_trip_id, sum(line_total), max(last_updated) from intraday_order_lines group by all"
+    ).rows
+    assert got == sorted(map(str, expected))
+    assert any("1.0000" in row for row in got)
+
+
 def test_the_workspace_reads_exactly_what_the_views_hold_however_often_a_key_was_written(tmp_path: Path) -> None:
     """LakeFacts de-duplicates only keys written more than once, through the view: the same rows as the views."""
     day = build_settlement_day(SettlementDayConfig(per_anomaly=2))
@@ -120,10 +139,7 @@ def test_the_workspace_reads_exactly_what_the_views_hold_however_often_a_key_was
     writer.write_tables({TABLES["payment_events"]: day.payment_events[:7]}, "facts-redelivered")
     changed = [{**r, "amount": Decimal("0.01"), "store_id": "S0"} for r in day.payment_events[7:12]]
     writer.write_tables({TABLES["payment_events"]: changed}, "facts-changed")
-    newer = [
-        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
-        for r in day.intraday_order_lines[:6]
-    ]
+    newer = newer_report_lines(day)
     writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")
     source = LakeFacts(lake)
     with source.workspace() as workspace:
@@ -235,10 +251,7 @@ def test_the_workspace_reads_merged_report_lines_as_they_are_and_again_ranked_if
     lake = tmp_path / "lake"
     writer = LakeWriter(lake)
     writer.write_tables({TABLES[name]: rows for name, rows in day.tables().items()}, "facts-1")
-    newer = [
-        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
-        for r in day.intraday_order_lines[:6]
-    ]
+    newer = newer_report_lines(day)
     writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")
     merge_table(lake, TABLES["intraday_order_lines"])
     assert segments_as_they_are(lake, TABLES["intraday_order_lines"]) is not None
@@ -249,14 +262,7 @@ def test_the_workspace_reads_merged_report_lines_as_they_are_and_again_ranked_if
         return "changed" if merged_meanwhile else merged_file_state(root, table)
 
     monkeypatch.setattr(reconcile_facts, "merged_file_state", state_after)
-    source = LakeFacts(lake)
-    with source.workspace() as workspace:
-        got = sorted(map(str, workspace.con.sql("select * from reported").fetchall()))
-    expected = run_query(
-        lake, "select shopping_trip_id, sum(line_total), max(last_updated) from intraday_order_lines group by all"
-    ).rows
-    assert got == sorted(map(str, expected))
-    assert any("1.0000" in row for row in got)
+    assert_reported_as_the_view_sums(lake)
     assert calls == [TABLES["intraday_order_lines"]]  # the segments were read as they are, and checked once
 
 
@@ -268,17 +274,7 @@ def test_merged_report_lines_with_a_batch_file_waiting_are_read_ranked(tmp_path:
     writer = LakeWriter(lake)
     writer.write_tables({TABLES[name]: rows for name, rows in day.tables().items()}, "facts-1")
     merge_table(lake, TABLES["intraday_order_lines"])
-    newer = [
-        {**r, "line_total": Decimal("1.00"), "last_updated": r["last_updated"] + timedelta(minutes=5)}  # type: ignore[operator]
-        for r in day.intraday_order_lines[:6]
-    ]
+    newer = newer_report_lines(day)
     writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")  # not merged yet
     assert segments_as_they_are(lake, TABLES["intraday_order_lines"]) is None
-    source = LakeFacts(lake)
-    with source.workspace() as workspace:
-        got = sorted(map(str, workspace.con.sql("select * from reported").fetchall()))
-    expected = run_query(
-        lake, "select shopping_trip_id, sum(line_total), max(last_updated) from intraday_order_lines group by all"
-    ).rows
-    assert got == sorted(map(str, expected))
-    assert any("1.0000" in row for row in got)
+    assert_reported_as_the_view_sums(lake)
