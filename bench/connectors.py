@@ -374,6 +374,34 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def histogram(port: int, name: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts from /metrics, by upper bound (`+Inf` as infinity)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    prefix = f'{name}_bucket{{le="'
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            bound, _, value = line[len(prefix) :].partition('"} ')
+            buckets[float(bound)] = float(value)
+    return buckets
+
+
+def commit_times(before: dict[float, float], after: dict[float, float]) -> tuple[int, float, int, float]:
+    """Between two readings of `jwo_outbox_commit_seconds`: commits, the bucket bound under which 99% of them
+    fell (seconds), how many took over 25 ms, and the bound of the slowest one's bucket."""
+    counts = {bound: after[bound] - before.get(bound, 0.0) for bound in sorted(after)}
+    total = counts.get(float("inf"), 0.0)
+    p99 = next((bound for bound, n in counts.items() if n >= 0.99 * total), float("inf"))
+    under_25ms = max((n for bound, n in counts.items() if bound <= 0.025), default=0.0)
+    slowest = next((bound for bound, n in counts.items() if n >= total), float("inf"))
+    return int(total), p99, int(total - under_25ms), slowest
+
+
 def wait_drained(server: Server) -> tuple[int, float]:
     """Outbox messages not yet on the queue now, and the seconds the relay took to send them all."""
     started = time.monotonic()
@@ -540,7 +568,9 @@ def run_bench(opts: Options, work: Path) -> bool:
             warm_up(t, opts)
         if opts.echo_latency:
             measure_latency(echo, opts)
+        commits_before = histogram(jwo.server.port, "jwo_outbox_commit_seconds")
         measure_latency(jwo, opts)
+        commits = commit_times(commits_before, histogram(jwo.server.port, "jwo_outbox_commit_seconds"))
         for n in range(1, opts.repeats + 1):
             for t in (echo, jwo):
                 measure_max(t, opts, n)
@@ -561,6 +591,12 @@ def run_bench(opts: Options, work: Path) -> bool:
     if rates:
         figure("jwo_relay_drain_msgs_per_s", f"{statistics.median(rates):.0f}")
     report_latency(jwo, opts.rate)
+    count, p99_s, over_25ms, slowest_s = commits
+    at = f"at_{opts.rate:.0f}rps"
+    figure(f"jwo_outbox_commits_{at}", count)  # the outbox's COMMITs (its WAL fsyncs) during that run
+    figure(f"jwo_outbox_commit_p99_ms_{at}", f"<= {p99_s * 1000:g} (histogram bucket)")
+    figure(f"jwo_outbox_commits_over_25ms_{at}", over_25ms)
+    figure(f"jwo_outbox_commit_max_ms_{at}", f"<= {slowest_s * 1000:g} (histogram bucket)")
     figure("jwo_relay_sent", f"{final.get('jwo_relay_sent', 0):.0f}")
     figure("jwo_relay_errors", f"{final.get('jwo_relay_errors', 0):.0f}")
 
