@@ -104,8 +104,9 @@ class ReconcileJob:
             )
             outcome = table_rules.run(workspace.con, settings, now, stage)
         debts = outcome.debts
-        if debts.opened.num_rows:
-            self._ledger.open_many(table_rules.debts_of(debts.opened))
+        blocking = debts.opened.filter(pc.is_valid(debts.opened.column("shopper_id")))
+        if blocking.num_rows:
+            self._ledger.open_many(table_rules.debts_of(blocking))
         closed = debts.closed.select(["shopping_trip_id", "status"]).to_pylist()
         for status in ("SETTLED", "WRITTEN_OFF"):
             trips = [str(row["shopping_trip_id"]) for row in closed if row["status"] == status]

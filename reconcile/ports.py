@@ -70,7 +70,8 @@ class RowSink(Protocol):
 
 
 class DebtLedger(Protocol):
-    """The identity store's debt list: an open debt for a shopper refuses them at the gate."""
+    """The identity store's debt list: an open debt for a shopper refuses them at the gate. The job opens only the
+    debts that have a shopper (app entry): a card-entry debt has no one to refuse, and lives in `bad_debts` only."""
 
     def open(self, debt: Debt) -> bool: ...
     def close(self, shopping_trip_id: str, status: Literal["SETTLED", "WRITTEN_OFF"], at: datetime) -> bool: ...

@@ -254,3 +254,23 @@ def test_the_utc_day_helpers_agree_with_duckdbs_casts_in_a_utc_session(
         ).fetchall()
     for cast_day, day_of, cast_on, on_day, cast_midnight, midnight in rows:
         assert (day_of, on_day, midnight) == (cast_day, cast_on, cast_midnight)
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.integers(0, 3000), keep=st.integers(0, 4))
+def test_rows_hashed_as_they_are_fetched_sum_as_duckdbs_hugeint_sum_of_their_hashes(rows: int, keep: int) -> None:
+    with table_rules.calculator() as con:
+        con.execute(
+            f"CREATE TEMP VIEW v AS SELECT i, 'trip-' || i AS trip, CAST(i AS DECIMAL(18,4)) AS amount, "
+            f"CASE WHEN i % 3 = 0 THEN NULL ELSE TIMESTAMPTZ '2026-11-20 00:00:00+00' END AS at FROM range({rows}) r(i)"
+        )
+        where = f"i % 5 >= {keep}"
+        [(count, expected)] = con.sql(
+            f"SELECT count(*), coalesce(sum(hash(r)::HUGEINT), 0) FROM v r WHERE {where}"
+        ).fetchall()
+        schema = pa.schema([("i", pa.int64()), ("trip", pa.string()), ("amount", table_rules.MONEY),
+                            ("at", table_rules.TIME)])  # fmt: skip
+        fetched, hashed = table_rules.hashed_arrow(con, "v", where, schema)
+    assert (fetched.num_rows, hashed) == (count, int(expected))
+    assert fetched.schema.equals(schema)
+    assert count < 50 or hashed >= 2**64  # enough rows for a 64-bit sum to overflow: the halves are what hold
