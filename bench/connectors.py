@@ -358,13 +358,19 @@ def run_loadgen(server: Server, requests: Path, target: str, args: Sequence[str]
 # --- the jwo server's own view (/metrics) --------------------------------------------------------------
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics_text(port: int) -> str:
+    """The jwo server's /metrics page, as Prometheus would scrape it."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        return conn.getresponse().read().decode()
     finally:
         conn.close()
+
+
+def metrics(port: int) -> dict[str, float]:
+    """The unlabelled samples of /metrics, by name."""
+    text = metrics_text(port)
     out: dict[str, float] = {}
     for line in text.splitlines():
         if line and not line.startswith("#") and "{" not in line:
@@ -376,12 +382,7 @@ def metrics(port: int) -> dict[str, float]:
 
 def histogram(port: int, name: str) -> dict[float, float]:
     """A histogram's cumulative bucket counts from /metrics, by upper bound (`+Inf` as infinity)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
+    text = metrics_text(port)
     prefix = f'{name}_bucket{{le="'
     buckets: dict[float, float] = {}
     for line in text.splitlines():
