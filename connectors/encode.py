@@ -29,7 +29,12 @@ def uuid5(namespace: bytes, name: str) -> str:
     """`str(uuid.uuid5(UUID(bytes=namespace), name))`, without building UUID objects: the first 16 bytes of
     the SHA-1 in hex, with the version nibble (hex digit 12) set to 5 and the top two bits of the variant
     nibble (hex digit 16) to 10."""
-    h = hashlib.sha1(namespace + name.encode("utf-8"), usedforsecurity=False).hexdigest()
+    return _uuid5_of(namespace + name.encode("utf-8"))
+
+
+def _uuid5_of(hashed: bytes) -> str:
+    """The UUIDv5 text of a namespace's bytes followed by a name's."""
+    h = hashlib.sha1(hashed, usedforsecurity=False).hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
@@ -40,8 +45,7 @@ _MESSAGE_PREFIX = {t: _MESSAGE_NAMESPACE + f"{t.value}:".encode() for t in Messa
 
 def message_id(message_type: MessageType, idempotency_key: str) -> str:
     """`contracts.messages.message_id_for`."""
-    h = hashlib.sha1(_MESSAGE_PREFIX[message_type] + idempotency_key.encode("utf-8"), usedforsecurity=False).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+    return _uuid5_of(_MESSAGE_PREFIX[message_type] + idempotency_key.encode("utf-8"))
 
 
 def records(

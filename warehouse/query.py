@@ -192,10 +192,12 @@ def segments_as_they_are(root: Path, table: Table) -> tuple[str, object] | None:
     the view that ranks the keys held twice)."""
     if table.name not in MERGED_ON_WRITE or not table.key:
         return None
-    state = _merged_state(root.resolve(), table)
-    if state.batches or state.view_kind(table) not in ("plain", "plain-exact"):  # plain: the segments' view
+    root = root.resolve()
+    state = _merged_state(root, table)
+    kind = state.view_kind(table)
+    if state.batches or kind not in ("plain", "plain-exact"):  # plain: the segments' view
         return None
-    return segments_select_sql(table, root.resolve(), exact=state.view_kind(table) == "plain-exact"), state
+    return segments_select_sql(table, root, exact=kind == "plain-exact"), state
 
 
 def merged_file_state(root: Path, table: Table) -> object:
