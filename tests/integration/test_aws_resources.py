@@ -7,8 +7,10 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -311,3 +313,56 @@ def test_the_server_prints_and_logs_nothing_per_request(
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
     assert [r for r in caplog.records if r.name == "werkzeug"] == []
+
+
+def test_queue_counts_follow_delays_receives_and_visibility_timeouts(aws: EmbeddedAws) -> None:
+    """The queue's counts and the messages' timers through the emulator's faster clock (`_speed_up_moto_sqs`)."""
+
+    async def scenario() -> None:
+        resources = await provision(aws.endpoint, NAMES)
+        url = resources.reports.url
+        async with clients(aws.endpoint) as (sqs, _, _, _):
+
+            async def counts() -> tuple[int, int, int]:
+                """Visible, in flight, delayed."""
+                got = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+                attributes = got["Attributes"]
+                return (
+                    int(attributes["ApproximateNumberOfMessages"]),
+                    int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+                    int(attributes["ApproximateNumberOfMessagesDelayed"]),
+                )
+
+            await sqs.send_message(QueueUrl=url, MessageBody="a")
+            await sqs.send_message(QueueUrl=url, MessageBody="b")
+            await sqs.send_message(QueueUrl=url, MessageBody="late", DelaySeconds=2)
+            assert await counts() == (2, 0, 1)
+            got = await sqs.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=1, AttributeNames=["SentTimestamp"]
+            )
+            [taken] = got["Messages"]
+            assert int(taken["Attributes"]["SentTimestamp"]) == pytest.approx(time.time() * 1000, abs=5_000)
+            assert await counts() == (1, 1, 1)
+            await asyncio.sleep(2.2)  # the visibility timeout and the delay both run out
+            assert await counts() == (3, 0, 0)
+            again = await sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            assert sorted(m["Body"] for m in again["Messages"]) == ["a", "b", "late"]
+
+    asyncio.run(scenario())
+
+
+def test_the_emulators_attribute_names_and_clock_agree_with_motos_own() -> None:
+    import moto.sqs.models
+    from moto.core.utils import camelcase_to_underscores, unix_time, unix_time_millis
+
+    from jwo.aws_resources import _speed_up_moto_sqs
+
+    _speed_up_moto_sqs()
+    names = vars(moto.sqs.models)
+    for attribute in [*moto.sqs.models.Queue.BASE_ATTRIBUTES, *moto.sqs.models.Queue.FIFO_ATTRIBUTES, "", "aB"]:
+        assert names["camelcase_to_underscores"](attribute) == camelcase_to_underscores(attribute)
+    assert names["unix_time"]() == pytest.approx(unix_time(), abs=0.05)
+    assert names["unix_time_millis"]() == pytest.approx(unix_time_millis(), abs=50)
+    moment = datetime(2026, 12, 4, 4, 30, 1, 250_000)
+    assert names["unix_time_millis"](moment) == unix_time_millis(moment)
+    assert names["unix_time"](moment) == unix_time(moment)
