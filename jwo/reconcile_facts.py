@@ -125,7 +125,9 @@ class LakeFacts:
             self._latest(TRIP_RECONCILIATION, "_trips", table_rules.STATE_SCHEMA.names),
             self._latest(
                 INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
-                "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
+                # `reported` as REPORTED_SCHEMA has it (the rules' arithmetic stays in 64-bit decimals)
+                "select shopping_trip_id, cast(sum(line_total) as decimal(18,4)) as reported, "
+                "max(last_updated) as reported_at "
                 "from ({rows}) group by shopping_trip_id",
             ),
         ]  # fmt: skip

@@ -6,7 +6,8 @@ every run. `tests/unit/test_reconcile_table_rules.py` generates random facts and
 results: the state, every amount and the reason text of each trip, the debts, the decline alerts and the daily
 settlement.
 
-Money stays exact: DECIMAL(18,4) in (the warehouse's type), DECIMAL(38,4) sums, never a float. A reason quotes an
+Money stays exact: DECIMAL(18,4) in (the warehouse's type), DECIMAL(38,4) sums (a trip's captured sum back to
+DECIMAL(18,4), its column's type: one that does not fit fails), never a float. A reason quotes an
 amount as `str(Decimal)` would quote the warehouse's value (four places; `0.00` for a sum of no events, as
 `sum(..., ZERO)` gives). Pure: values in, values out; the clock's reading (`now`) is passed in, and the DuckDB
 connection is a calculator that reads nothing but the tables it is given.
@@ -312,7 +313,9 @@ WITH quick AS (
 )
 SELECT q.shopping_trip_id, q.events,
     coalesce(CASE WHEN e.shopping_trip_id IS NULL THEN q.authorized ELSE e.authorized END, 0) AS authorized,
-    coalesce(q.captured, 0) AS captured, q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
+    -- The column's type: the rules' arithmetic and the reasons' text stay in 64-bit decimals.
+    CAST(coalesce(q.captured, 0) AS DECIMAL(18,4)) AS captured,
+    q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
     CASE WHEN e.shopping_trip_id IS NOT NULL THEN e.latest_decline
          WHEN q.auth_declines > 0 THEN '{AUTH_DECLINED}'
          WHEN q.decline_events > 0 THEN '{CAPTURE_DECLINED}' END AS latest_decline,
