@@ -120,12 +120,14 @@ class LakeFacts:
         trips in scope as temp tables, read once."""
         purchases, payments = table_rules.PURCHASES_SCHEMA.names, table_rules.PAYMENTS_SCHEMA.names
         read = [
-            self._latest(PURCHASES, "_purchases", [*purchases, "created_at"]),
+            self._latest(PURCHASES, "_purchases", purchases if day is not None else [*purchases, "created_at"]),
             self._latest(PAYMENT_EVENTS, "_payments", payments),
             self._latest(TRIP_RECONCILIATION, "_trips", table_rules.STATE_SCHEMA.names),
             self._latest(
                 INTRADAY_ORDER_LINES, "_reported", ["shopping_trip_id", "line_total", "last_updated"],
-                "select shopping_trip_id, sum(line_total) as reported, max(last_updated) as reported_at "
+                # `reported` as REPORTED_SCHEMA has it (the rules' arithmetic stays in 64-bit decimals)
+                "select shopping_trip_id, cast(sum(line_total) as decimal(18,4)) as reported, "
+                "max(last_updated) as reported_at "
                 "from ({rows}) group by shopping_trip_id",
             ),
         ]  # fmt: skip
@@ -176,7 +178,7 @@ class LakeFacts:
                 *scope,
                 # Narrowed in place (a full day keeps nearly every row: a copy would cost more than the delete).
                 narrow_purchases,
-                "alter table _purchases drop column created_at",
+                *([] if day is not None else ["alter table _purchases drop column created_at"]),
                 "alter table _purchases rename to purchased",
                 f"delete from _payments where {out_of_scope.format(table='_payments')}",
                 "alter table _payments rename to payments",
@@ -280,7 +282,8 @@ class LakeFacts:
         Without `shape` the Parquet files are read once: the rows, with the other columns the ranking needs, go
         into the temp table, the ranking's losers are deleted from it and those columns dropped. With a `shape`
         (an aggregate, whose input rows are not kept) the keys are counted in one read and the rows taken in
-        another; only when a key repeats are its rows read a third time, whole, to be ranked."""
+        another; only when a key repeats are its rows read a third time, whole, to be ranked. Either way the ranking
+        stops at the last of `columns` in it."""
         listed = ", ".join(columns)
         if not parquet_files(self._root, table):
             rows = f"select {listed} from {table.name}"
@@ -293,11 +296,14 @@ class LakeFacts:
             "hive_partitioning = false, union_by_name = true)))"
         )
         ranked = [*table.latest_by, *(c for c in table.column_names if c not in table.key and c not in table.latest_by)]
+        # Rows of a key that tie on the ranking up to the last of `columns` in it hold the same `columns`, whichever
+        # of them the whole ranking keeps: the columns after that one are neither read nor sorted.
+        ranked = ranked[: max((n + 1 for n, c in enumerate(ranked) if c in columns), default=0)]
         order = ", ".join(
-            [f"{c} desc nulls last" for c in table.latest_by]
+            [f"{c} desc nulls last" for c in ranked if c in table.latest_by]
             + [f"{c} asc nulls last" for c in ranked if c not in table.latest_by]
         )
-        first = f"row_number() over (partition by {keys} order by {order})"
+        first = f"row_number() over (partition by {keys}{f' order by {order}' if order else ''})"
         held_twice = f"select key_hash from {name}_dups"
 
         def cast(c: str) -> str:

@@ -6,7 +6,8 @@ every run. `tests/unit/test_reconcile_table_rules.py` generates random facts and
 results: the state, every amount and the reason text of each trip, the debts, the decline alerts and the daily
 settlement.
 
-Money stays exact: DECIMAL(18,4) in (the warehouse's type), DECIMAL(38,4) sums, never a float. A reason quotes an
+Money stays exact: DECIMAL(18,4) in (the warehouse's type), DECIMAL(38,4) sums (a trip's captured sum back to
+DECIMAL(18,4), its column's type: one that does not fit fails), never a float. A reason quotes an
 amount as `str(Decimal)` would quote the warehouse's value (four places; `0.00` for a sum of no events, as
 `sum(..., ZERO)` gives). Pure: values in, values out; the clock's reading (`now`) is passed in, and the DuckDB
 connection is a calculator that reads nothing but the tables it is given.
@@ -213,10 +214,19 @@ def arrow(con: duckdb.DuckDBPyConnection, sql: str, schema: pa.Schema) -> pa.Tab
     return table.cast(schema)
 
 
-def _decimal_literal(value: Decimal, places: int) -> str:
+def _decimal_literal(value: Decimal, places: int, width: int = 38) -> str:
     if value.as_tuple().exponent < -places:  # type: ignore[operator]
         raise ValueError(f"{value} has more than {places} decimal places")
-    return f"CAST('{value}' AS DECIMAL(38,{places}))"
+    return f"CAST('{value}' AS DECIMAL({width},{places}))"
+
+
+def _tolerance_literal(value: Decimal) -> str:
+    """The amount tolerance as SQL: of the warehouse's money type, DECIMAL(18,4), when it fits (four places at most,
+    below 10^14), so that comparing it with the amounts stays in 64-bit decimals (against a DECIMAL(38,10), every
+    comparison of a million trips' amounts is in 128 bits: ≈ 0.2-0.3 CPU s); else of up to ten places."""
+    if value.as_tuple().exponent >= -4 and abs(value) < 10**14:  # type: ignore[operator]
+        return _decimal_literal(value, 4, 18)
+    return _decimal_literal(value, _MAX_TOLERANCE_PLACES)
 
 
 def _interval(delta: timedelta) -> str:
@@ -263,14 +273,12 @@ def _text(expr: str) -> str:
     return f"CAST({expr} AS VARCHAR)"
 
 
-def reconcile_sql(settings: RuleSettings, now: datetime) -> str:
-    """The query behind `reconcile_trips`, over tables named purchased, payments, reported and cancelled."""
-    tol = _decimal_literal(settings.amount_tolerance, _MAX_TOLERANCE_PLACES)
-    now_sql = _timestamp(now)
-    preauth, grace = _interval(settings.preauth_window), _interval(settings.report_grace)
-    check_reports = "true" if settings.check_reports else "false"
+def paid_sql() -> str:
+    """Per trip of `payments`, what the rules read of its events: their count, the authorized amount, the captured
+    sum and count, the largest decline and the number of declines, the latest decline's subtype and amount, the
+    first event's time, and (for an orphan, over tables named payments and purchased) the first event's store and
+    currency."""
     declines = f"('{AUTH_DECLINED}', '{CAPTURE_DECLINED}')"
-    captured_text = f"CASE WHEN a.captures > 0 THEN {_text('a.captured')} ELSE '0.00' END"
     order = "(event_time, event_id, sub_type, amount, store_id, currency)"
     return f"""
 WITH quick AS (
@@ -302,19 +310,32 @@ WITH quick AS (
         arg_min(store_id, {order}) AS first_store,
         arg_min(currency, {order}) AS first_currency
     FROM payments SEMI JOIN contested USING (shopping_trip_id) GROUP BY shopping_trip_id
-), agg AS (
-    SELECT q.shopping_trip_id, q.events,
-        coalesce(CASE WHEN e.shopping_trip_id IS NULL THEN q.authorized ELSE e.authorized END, 0) AS authorized,
-        coalesce(q.captured, 0) AS captured, q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
-        CASE WHEN e.shopping_trip_id IS NOT NULL THEN e.latest_decline
-             WHEN q.auth_declines > 0 THEN '{AUTH_DECLINED}'
-             WHEN q.decline_events > 0 THEN '{CAPTURE_DECLINED}' END AS latest_decline,
-        CASE WHEN e.shopping_trip_id IS NULL THEN q.declined ELSE e.latest_decline_amount END
-            AS latest_decline_amount,
-        q.first_event,
-        e.first_store, e.first_currency
-    FROM quick q LEFT JOIN exact e USING (shopping_trip_id)
-), trips AS (
+)
+SELECT q.shopping_trip_id, q.events,
+    coalesce(CASE WHEN e.shopping_trip_id IS NULL THEN q.authorized ELSE e.authorized END, 0) AS authorized,
+    -- The column's type: the rules' arithmetic and the reasons' text stay in 64-bit decimals.
+    CAST(coalesce(q.captured, 0) AS DECIMAL(18,4)) AS captured,
+    q.captures, coalesce(q.declined, 0) AS declined, q.decline_events,
+    CASE WHEN e.shopping_trip_id IS NOT NULL THEN e.latest_decline
+         WHEN q.auth_declines > 0 THEN '{AUTH_DECLINED}'
+         WHEN q.decline_events > 0 THEN '{CAPTURE_DECLINED}' END AS latest_decline,
+    CASE WHEN e.shopping_trip_id IS NULL THEN q.declined ELSE e.latest_decline_amount END AS latest_decline_amount,
+    q.first_event, e.first_store, e.first_currency
+FROM quick q LEFT JOIN exact e USING (shopping_trip_id)
+"""
+
+
+def reconcile_sql(settings: RuleSettings, now: datetime, paid: str | None = None) -> str:
+    """The query behind `reconcile_trips`, over tables named purchased, payments, reported and cancelled; with
+    `paid`, over the relation of that name (`paid_sql` of the payments) instead of the payments."""
+    tol = _tolerance_literal(settings.amount_tolerance)
+    now_sql = _timestamp(now)
+    preauth, grace = _interval(settings.preauth_window), _interval(settings.report_grace)
+    check_reports = "true" if settings.check_reports else "false"
+    captured_text = f"CASE WHEN a.captures > 0 THEN {_text('a.captured')} ELSE '0.00' END"
+    agg = f"agg AS ({paid_sql()}), " if paid is None else ""
+    return f"""
+WITH {agg}trips AS (
     SELECT coalesce(p.shopping_trip_id, a.shopping_trip_id) AS shopping_trip_id,
         p.shopping_trip_id IS NOT NULL AS sold,
         p.store_id, p.entry_method, p.shopper_id, p.currency, p.subtotal, p.promotions, p.tax, p.total, p.line_count,
@@ -326,7 +347,7 @@ WITH quick AS (
         r.reported, c.cancelled_at,
         p.end_time + {preauth} AS capture_due, p.end_time + {grace} AS report_due
     FROM purchased p
-    FULL OUTER JOIN agg a ON a.shopping_trip_id = p.shopping_trip_id
+    FULL OUTER JOIN {paid or "agg"} a ON a.shopping_trip_id = p.shopping_trip_id
     LEFT JOIN reported r ON r.shopping_trip_id = coalesce(p.shopping_trip_id, a.shopping_trip_id)
     LEFT JOIN cancelled c ON c.shopping_trip_id = coalesce(p.shopping_trip_id, a.shopping_trip_id)
 ), decided AS (
@@ -454,13 +475,12 @@ other columns, and the subtype)."""
 def decline_alerts(payments: pa.Table) -> pa.Table:
     """`rules.decline_alerts`: one alert per (trip, decline subtype), from the first such event (ALERT_SCHEMA)."""
     with calculator(payments=payments) as con:
-        return _alerts(con, known=set())
+        return _alerts(con.sql(DECLINE_ALERTS_SQL).to_arrow_table(), known=set())
 
 
-def _alerts(con: duckdb.DuckDBPyConnection, known: set[str]) -> pa.Table:
-    """The decline alerts of relation `payments` whose id is not in `known` (ALERT_SCHEMA), in (trip, subtype)
-    order: built by DuckDB, only the ids (UUIDv5) in Python."""
-    firsts = con.sql(DECLINE_ALERTS_SQL).to_arrow_table()
+def _alerts(firsts: pa.Table, known: set[str]) -> pa.Table:
+    """The decline alerts of `firsts` (DECLINE_ALERTS_SQL's rows, in (trip, subtype) order) whose id is not in
+    `known` (ALERT_SCHEMA): built by DuckDB, only the ids (UUIDv5) in Python."""
     trips, sub_types = firsts.column("shopping_trip_id").to_pylist(), firsts.column("sub_type").to_pylist()
     ids = uuid5s(_NAMESPACE, [f"alert|{trip}|{sub_type}" for trip, sub_type in zip(trips, sub_types, strict=True)])
     alerts = firsts.drop_columns(["sub_type"]).add_column(0, "alert_id", pa.array(ids, pa.string()))
@@ -643,7 +663,8 @@ def run(
     current rows (a known trip keeps its first_seen_at; `TripResult.same_outcome` decides a change), debts,
     new decline alerts, and the settlements of the results' days that changed. Only the rows that change leave
     DuckDB. The trip and history rows (the large ones) are out first, each handed to `ready` as soon as it is
-    (the job starts writing them), before the debts, alerts and settlements are computed."""
+    (the job starts writing them), before the debts, alerts and settlements are computed. `payments`, when a
+    temp table, is dropped once its part is computed (a workspace serves one run)."""
     now_sql = _timestamp(now)
     same = " AND ".join(f"o.{c} IS NOT DISTINCT FROM r.{c}" for c in _OUTCOME)
     trip_columns = ", ".join(
@@ -652,16 +673,22 @@ def run(
         for name in TRIP_RECONCILIATION.column_names
     )  # fmt: skip
     results = ", ".join(RESULT_SCHEMA.names)
+    # The payments' part first, and the decline alerts' first events: the payments (the largest input) are then
+    # dropped, so the joins and the table of every trip's outcome fit in memory instead of spilling.
+    con.execute(f"CREATE TEMP TABLE _paid AS {paid_sql()}")
+    declines = con.sql(DECLINE_ALERTS_SQL).to_arrow_table()
+    _drop_table(con, "payments")
     con.execute(
         f"""
         CREATE TEMP TABLE _joined AS
-        WITH r AS ({reconcile_sql(settings, now)})
+        WITH r AS ({reconcile_sql(settings, now, "_paid")})
         SELECT r.* REPLACE (coalesce(o.first_seen_at, r.first_seen_at) AS first_seen_at),
             o.shopping_trip_id IS NULL AS new, o.state AS old_state, o.reason AS old_reason,
             o.shopping_trip_id IS NOT NULL AND {same} AS same
         FROM r LEFT JOIN current_trips o ON o.shopping_trip_id = r.shopping_trip_id
         """
     )
+    con.execute("DROP TABLE _paid")
     con.execute(f"CREATE TEMP VIEW results AS SELECT {results} FROM _joined")
     con.execute(
         f"""
@@ -697,10 +724,18 @@ def run(
         trip_rows=trip_rows,
         history_rows=history_rows,
         debts=_debt_changes(arrow(con, debts_sql(now), DEBT_SCHEMA)),
-        alerts=_alerts(con, known),
+        alerts=_alerts(declines, known),
         settlements=changed_settlements(con),
         digest=digest,
     )
+
+
+def _drop_table(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop relation `name` if it is a temp table (the lake's workspace copies the facts into DuckDB); a registered
+    Arrow table (the fakes') is the caller's memory, left as it is."""
+    found = con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [name]).fetchall()
+    if found[0][0]:
+        con.execute(f"DROP TABLE {name}")
 
 
 def _day_by_day(con: duckdb.DuckDBPyConnection, relation: str, column: str, schema: pa.Schema) -> tuple[pa.Table, int]:

@@ -139,6 +139,16 @@ def test_the_workspace_reads_exactly_what_the_views_hold_however_often_a_key_was
     writer.write_tables({TABLES["payment_events"]: day.payment_events[:7]}, "facts-redelivered")
     changed = [{**r, "amount": Decimal("0.01"), "store_id": "S0"} for r in day.payment_events[7:12]]
     writer.write_tables({TABLES["payment_events"]: changed}, "facts-changed")
+    # Rewritten in columns the workspace does not read only (the ranking stops before them), or in those and one
+    # it reads; a purchase rewritten in a column it does not read and one it does.
+    unread = [{**r, "brand": "AMEX", "status": "ZZZ"} for r in day.payment_events[12:15]]
+    both = [{**r, "brand": "AMEX", "currency": "AAA"} for r in day.payment_events[15:18]]
+    writer.write_tables({TABLES["payment_events"]: [*unread, *both]}, "facts-unread")
+    purchases = [
+        {**day.purchases[0], "unknown_item_count": 7},
+        {**day.purchases[1], "purchase_id": "", "subtotal": Decimal("0.02")},
+    ]
+    writer.write_tables({TABLES["purchases"]: purchases}, "facts-purchases")
     newer = newer_report_lines(day)
     writer.write_tables({TABLES["intraday_order_lines"]: newer}, "facts-newer")
     source = LakeFacts(lake)
@@ -159,6 +169,8 @@ def test_the_workspace_reads_exactly_what_the_views_hold_however_often_a_key_was
     for name, sql in views.items():
         assert got[name] == sorted(map(str, run_query(lake, sql).rows)), name
     assert any("0.0100" in row for row in got["payments"])  # the rewritten events are in (the view picked them)
+    assert any("AAA" in row for row in got["payments"])
+    assert any("0.0200" in row for row in got["purchased"])
 
 
 def test_a_days_workspace_holds_the_trips_of_that_day_and_their_facts_as_the_views_define_them(

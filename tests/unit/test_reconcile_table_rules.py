@@ -115,7 +115,9 @@ def runs(draw: st.DrawFn) -> tuple[list[TripFacts], RuleSettings, datetime]:
     count = draw(st.integers(1, 12))
     trips = [draw(trip_facts(f"T{i:02d}")) for i in range(count)]
     rule_settings = RuleSettings(
-        amount_tolerance=draw(st.sampled_from([Decimal("0.00"), Decimal("0.01"), Decimal("0.005"), Decimal("1")])),
+        amount_tolerance=draw(
+            st.sampled_from([Decimal("0.00"), Decimal("0.01"), Decimal("0.005"), Decimal("1"), Decimal("0.00005")])
+        ),
         preauth_window=draw(st.sampled_from([timedelta(hours=24), timedelta(minutes=90)])),
         report_grace=draw(st.sampled_from([timedelta(hours=2), timedelta(minutes=15)])),
         check_reports=draw(st.booleans()),
