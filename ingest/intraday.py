@@ -532,23 +532,25 @@ def _checked_lazy(
     frame: pl.LazyFrame, index: Mapping[str, int], names: Sequence[str], *, read_empty_as_null: bool = False
 ) -> pl.LazyFrame:
     """`_checked` as a query. `read_empty_as_null`: the reader made every empty field null, so a field is only
-    stripped (a field that strips to nothing, rare, leaves its row to the other paths rather than being made
-    null here), and `_ok` also says that every decimal casts (`_table_columns(strict=False)`)."""
+    stripped, and `_ok` is for the whole file (`_arrow_parse` takes all its rows or none): false everywhere when a
+    field strips to nothing (rare; the other paths then make it null) or a decimal does not cast
+    (`_table_columns(strict=False)`)."""
     exprs = []
     checks = [pl.col(c).is_not_null() for c in (*KEY_COLUMNS, *REQUIRED_TIMES)]
     for column, position in index.items():
         value = pl.col(names[position]).str.strip_chars()
         if read_empty_as_null:
             exprs.append(value.alias(column))
-            checks.append(pl.col(column).is_null() | (pl.col(column).str.len_bytes() > 0))
         else:
             exprs.append(pl.when(value.str.len_bytes() > 0).then(value).alias(column))
     frame = frame.select(exprs)
+    if read_empty_as_null:  # one flag for the file, not a check per field
+        checks.append(~pl.any_horizontal([(pl.col(c).str.len_bytes() == 0).any() for c in index]))
     for column in index:
         if column in DECIMAL_COLUMNS:
             checks.append(pl.col(column).is_null() | pl.col(column).str.contains(_FAST_NUMBER))
             if read_empty_as_null:
-                checks.append(pl.col(column).is_null() | _decimal(column, strict=False).is_not_null())
+                checks.append(pl.col(column).is_null() | pl.col(_cast(column)).is_not_null())
         elif column in TIME_COLUMNS:
             parsed = pl.col(_parsed(column))
             checks.append(pl.col(column).is_null() | (pl.col(column).str.contains(_FAST_TIME) & parsed.is_not_null()))
@@ -557,7 +559,14 @@ def _checked_lazy(
         for c in index
         if c in TIME_COLUMNS
     ]
+    if read_empty_as_null:  # each decimal cast once, for its check and for the output (`_table_columns`)
+        times += [_decimal(c, strict=False).alias(_cast(c)) for c in index if c in DECIMAL_COLUMNS]
     return frame.with_columns(times).with_columns(pl.all_horizontal(checks).alias("_ok"))
+
+
+def _cast(column: str) -> str:
+    """The name of a decimal column's cast values in `_checked_lazy(read_empty_as_null=True)`'s frame."""
+    return f"_{column}_cast"
 
 
 def _parsed(column: str) -> str:
@@ -574,7 +583,8 @@ def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context
 
 
 def _lines_arrow(frame: pl.DataFrame) -> pa.Table:
-    return frame.to_arrow().cast(LINES_SCHEMA)
+    # Polars' own string layout (string views) casts to Arrow strings in half the time of its large strings.
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest()).cast(LINES_SCHEMA)
 
 
 def _decimal(column: str, *, strict: bool) -> pl.Expr:
@@ -582,8 +592,8 @@ def _decimal(column: str, *, strict: bool) -> pl.Expr:
 
 
 def _table_columns(index: Mapping[str, int], context: _Context, *, strict: bool) -> list[pl.Expr]:
-    """The `LINES_SCHEMA` columns of a checked frame (`_checked`); `strict`: a decimal that does not cast raises
-    (rather than gives null)."""
+    """The `LINES_SCHEMA` columns of a checked frame: `strict`, of `_checked`'s (a decimal that does not cast
+    raises); else of `_checked_lazy(read_empty_as_null=True)`'s (the decimals it cast, null where one did not)."""
     exprs = []
     for column in LINES_SCHEMA:
         name = column.name
@@ -594,7 +604,7 @@ def _table_columns(index: Mapping[str, int], context: _Context, *, strict: bool)
         elif name not in index:
             exprs.append(pl.lit(None, dtype=_POLARS_TYPES[name]).alias(name))
         elif name in DECIMAL_COLUMNS:
-            exprs.append(_decimal(name, strict=strict).alias(name))
+            exprs.append((_decimal(name, strict=True) if strict else pl.col(_cast(name))).alias(name))
         elif name in TIME_COLUMNS:
             exprs.append(pl.col(_parsed(name)).alias(name))  # every row kept parsed (`_ok`)
         else:

@@ -116,3 +116,15 @@ def test_a_file_with_many_quotes_is_judged_on_its_bytes_as_a_series() -> None:
     assert intraday._plain_bytes(many)
     assert not intraday._plain_bytes(many + b'"a"b,c\n')
     assert not intraday._plain_bytes(many + b"a\rb\n")
+
+
+def test_a_field_of_only_spaces_leaves_the_file_to_the_scan_which_makes_it_null() -> None:
+    time = "2026-11-20T12:00:00Z"
+    row = f"o-1,t1,s,{time},{time},li-1,sku,milk,1,3.49,3.49,0,0.22,3.71,USD,p,V,1,r"
+    blank = row.replace(",V,", ",   ,")
+    content = ("\n".join([",".join(HEADER), row, blank.replace("li-1", "li-2")]) + "\n").encode()
+
+    assert intraday._arrow_parse(content, CONTEXT) is None
+    parsed = parse_report(content, FILE, PUBLISHED, APPLIED, COLUMNS)
+    same(parsed, intraday._slow_parse(content.decode(), CONTEXT))
+    assert parsed.table.column("card_brand").to_pylist() == ["V", None]
