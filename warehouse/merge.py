@@ -548,28 +548,22 @@ def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:
     if rows.num_rows == 0:
         return rows
     key, latest = list(table.key), list(table.latest_by)
+    ranked = (
+        _frame(rows.select([*key, *latest]))
+        .with_row_index(_ROW)
+        .sort([*key, *latest], descending=[False] * len(key) + [True] * len(latest), nulls_last=True)
+    )
 
     def differs(columns: list[str]) -> pl.Expr:  # from the row before (nulls equal); the first row does
         changed = pl.any_horizontal(pl.col(c).ne_missing(pl.col(c).shift(1)) for c in columns)
         return changed | (pl.int_range(pl.len()) == 0)
 
-    marks = (  # one query: the sort, where each key and each tie starts, and which first rows tie
-        _frame(rows.select([*key, *latest]))
-        .lazy()
-        .with_row_index(_ROW)
-        .sort([*key, *latest], descending=[False] * len(key) + [True] * len(latest), nulls_last=True)
-        .select(
-            pl.col(_ROW),
-            first=differs(key),
-            start=differs([*key, *latest]) if latest else pl.lit(True),
-        )
-        .with_columns(
-            group=pl.col("start").cum_sum(),
-            tied=pl.col("first") & ~pl.col("start").shift(-1, fill_value=True),
-        )
-        .collect()
-    )
-    tied = marks.get_column("tied")
+    marks = ranked.select(
+        pl.col(_ROW),
+        first=differs(key),
+        start=differs([*key, *latest]) if latest else pl.lit(True),
+    ).with_columns(group=pl.col("start").cum_sum())
+    tied = marks.get_column("first") & ~marks.get_column("start").shift(-1, fill_value=True)
     firsts = marks.filter(pl.col("first"))
     winners = firsts.get_column(_ROW)
     if tied.any():
