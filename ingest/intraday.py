@@ -60,6 +60,10 @@ _FAST_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _ODD_BYTES = (b"\x00", b"\x1c", b"\x1d", b"\x1e", b"\x1f")
 """NUL (the csv module refuses it) and the separators Python's str.strip() removes but polars' does not (each
 looked for with `in`, a memchr, which is ~20x faster than a regex character class over a whole file)."""
+_LONE_CR = re.compile(rb"\r(?!\n)")
+_FEW_QUOTES = 4096
+"""Up to this many quotes a file's quoting is checked quote by quote (`bytes.find`, ~0.5 us a quote); a file with
+more is checked on its bytes as a series (~2 ms a 570 kB file, whatever its quotes)."""
 
 
 class ReportFileError(ValueError):
@@ -318,6 +322,32 @@ def _odd_bytes(data: bytes, buf: pl.Series) -> bool:
     return bool(after.max() == len(buf) or (buf.gather(after.clip(upper_bound=len(buf) - 1)) != 10).any())
 
 
+def _plain_bytes(data: bytes) -> bool:
+    """`not _odd_bytes(...) and _plain_quoting(...)` for the whole file, without a series when it has few quotes
+    (the common case: a report quotes only the odd text field): the quotes found one by one and each pair judged
+    as `_plain_quoting` judges it, a lone CR found by a regex."""
+    if any(odd in data for odd in _ODD_BYTES) or (b"\r" in data and _LONE_CR.search(data)):
+        return False
+    quotes: list[int] = []
+    at = data.find(b'"')
+    while at >= 0:
+        if len(quotes) == _FEW_QUOTES:
+            buf = _bytes(data)
+            return _plain_quoting(buf, (buf == 34).arg_true().cast(pl.Int64))
+        quotes.append(at)
+        at = data.find(b'"', at + 1)
+    if len(quotes) % 2:
+        return False  # a quote left open
+    size = len(data)
+    for n in range(0, len(quotes), 2):
+        opening, closing = quotes[n], quotes[n + 1]
+        if opening and data[opening - 1] not in b',\n"':
+            return False  # an opening quote starts a field or follows a closing one ("" inside)
+        if closing + 1 < size and data[closing + 1] not in b',\n\r"':
+            return False  # a closing quote ends the field, or is the first of a doubled one
+    return True
+
+
 def _plain_quoting(buf: pl.Series, quotes: pl.Series) -> bool:
     """Whether the quotes (their offsets in `buf`) pair up as RFC 4180 and the csv module read them: each quoted
     field opens at the start of a field and closes at its end, `""` inside it."""
@@ -416,10 +446,7 @@ def _arrow_parse(data: bytes, context: _Context) -> ParsedReport | None:
     header_line = (data if end < 0 else data[:end]).removesuffix(b"\r")
     if not header_line or b'"' in header_line:
         return None
-    buf = _bytes(data)
-    if _odd_bytes(data, buf):
-        return None
-    if not _plain_quoting(buf, (buf == 34).arg_true().cast(pl.Int64)):
+    if not _plain_bytes(data):
         return None
     header = _fields(header_line.decode("utf-8"))
     index = header_index(header, context.columns)
@@ -432,7 +459,8 @@ def _arrow_parse(data: bytes, context: _Context) -> ParsedReport | None:
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.string()),
                 include_columns=[names[p] for p in sorted(index.values())],
-                strings_can_be_null=False,
+                null_values=[""],  # an empty field (quoted or not) is null, as `_checked` makes it
+                strings_can_be_null=True,
                 check_utf8=False,  # `decode_bytes` checked it
             ),
         )
@@ -440,10 +468,13 @@ def _arrow_parse(data: bytes, context: _Context) -> ParsedReport | None:
         return None  # a record with another field count: the scan finds it and its line
     frame = pl.from_arrow(read)
     assert isinstance(frame, pl.DataFrame)
-    checked = _checked(frame, index, names)
-    if not checked.get_column("_ok").all():
+    # The checks and the output columns in one query: every row is cast, vouched for or not, so a decimal that
+    # does not cast is null here (`_ok` false where a value did not), and `_fast_table` is not needed.
+    checked = _checked_lazy(frame.lazy(), index, names, read_empty_as_null=True)
+    out = checked.select([*_table_columns(index, context, strict=False), pl.col("_ok")]).collect()
+    if not out.get_column("_ok").all():
         return None
-    return ParsedReport(_fast_table(checked, index, context))
+    return ParsedReport(_lines_arrow(out.drop("_ok")))
 
 
 class _RecordText:
@@ -494,15 +525,32 @@ def _read_clean(
 def _checked(frame: pl.DataFrame, index: Mapping[str, int], names: Sequence[str]) -> pl.DataFrame:
     """The mapped fields (`names[position]` in `frame`) stripped, empty as null, the time columns parsed, and
     `_ok`: whether the fast path vouches for the row."""
+    return _checked_lazy(frame.lazy(), index, names).collect()
+
+
+def _checked_lazy(
+    frame: pl.LazyFrame, index: Mapping[str, int], names: Sequence[str], *, read_empty_as_null: bool = False
+) -> pl.LazyFrame:
+    """`_checked` as a query. `read_empty_as_null`: the reader made every empty field null, so a field is only
+    stripped, and `_ok` is for the whole file (`_arrow_parse` takes all its rows or none): false everywhere when a
+    field strips to nothing (rare; the other paths then make it null) or a decimal does not cast
+    (`_table_columns(strict=False)`)."""
     exprs = []
+    checks = [pl.col(c).is_not_null() for c in (*KEY_COLUMNS, *REQUIRED_TIMES)]
     for column, position in index.items():
         value = pl.col(names[position]).str.strip_chars()
-        exprs.append(pl.when(value.str.len_bytes() > 0).then(value).alias(column))
+        if read_empty_as_null:
+            exprs.append(value.alias(column))
+        else:
+            exprs.append(pl.when(value.str.len_bytes() > 0).then(value).alias(column))
     frame = frame.select(exprs)
-    checks = [pl.col(c).is_not_null() for c in (*KEY_COLUMNS, *REQUIRED_TIMES)]
+    if read_empty_as_null:  # one flag for the file, not a check per field
+        checks.append(~pl.any_horizontal([(pl.col(c).str.len_bytes() == 0).any() for c in index]))
     for column in index:
         if column in DECIMAL_COLUMNS:
             checks.append(pl.col(column).is_null() | pl.col(column).str.contains(_FAST_NUMBER))
+            if read_empty_as_null:
+                checks.append(pl.col(column).is_null() | pl.col(_cast(column)).is_not_null())
         elif column in TIME_COLUMNS:
             parsed = pl.col(_parsed(column))
             checks.append(pl.col(column).is_null() | (pl.col(column).str.contains(_FAST_TIME) & parsed.is_not_null()))
@@ -511,7 +559,14 @@ def _checked(frame: pl.DataFrame, index: Mapping[str, int], names: Sequence[str]
         for c in index
         if c in TIME_COLUMNS
     ]
+    if read_empty_as_null:  # each decimal cast once, for its check and for the output (`_table_columns`)
+        times += [_decimal(c, strict=False).alias(_cast(c)) for c in index if c in DECIMAL_COLUMNS]
     return frame.with_columns(times).with_columns(pl.all_horizontal(checks).alias("_ok"))
+
+
+def _cast(column: str) -> str:
+    """The name of a decimal column's cast values in `_checked_lazy(read_empty_as_null=True)`'s frame."""
+    return f"_{column}_cast"
 
 
 def _parsed(column: str) -> str:
@@ -521,6 +576,24 @@ def _parsed(column: str) -> str:
 
 def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context) -> pa.Table:
     rows = frame.height
+    out = frame.select(_table_columns(index, context, strict=True))
+    if out.height != rows:  # pragma: no cover - select keeps the rows
+        raise AssertionError("row count changed")
+    return _lines_arrow(out)
+
+
+def _lines_arrow(frame: pl.DataFrame) -> pa.Table:
+    # Polars' own string layout (string views) casts to Arrow strings in half the time of its large strings.
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest()).cast(LINES_SCHEMA)
+
+
+def _decimal(column: str, *, strict: bool) -> pl.Expr:
+    return pl.col(column).cast(pl.Decimal(18, 4), strict=strict)
+
+
+def _table_columns(index: Mapping[str, int], context: _Context, *, strict: bool) -> list[pl.Expr]:
+    """The `LINES_SCHEMA` columns of a checked frame: `strict`, of `_checked`'s (a decimal that does not cast
+    raises); else of `_checked_lazy(read_empty_as_null=True)`'s (the decimals it cast, null where one did not)."""
     exprs = []
     for column in LINES_SCHEMA:
         name = column.name
@@ -531,15 +604,12 @@ def _fast_table(frame: pl.DataFrame, index: Mapping[str, int], context: _Context
         elif name not in index:
             exprs.append(pl.lit(None, dtype=_POLARS_TYPES[name]).alias(name))
         elif name in DECIMAL_COLUMNS:
-            exprs.append(pl.col(name).cast(pl.Decimal(18, 4), strict=True).alias(name))
+            exprs.append((_decimal(name, strict=True) if strict else pl.col(_cast(name))).alias(name))
         elif name in TIME_COLUMNS:
-            exprs.append(pl.col(_parsed(name)).alias(name))  # every row here parsed (`_ok`)
+            exprs.append(pl.col(_parsed(name)).alias(name))  # every row kept parsed (`_ok`)
         else:
             exprs.append(pl.col(name))
-    out = frame.select(exprs).to_arrow()
-    if out.num_rows != rows:  # pragma: no cover - select keeps the rows
-        raise AssertionError("row count changed")
-    return out.cast(LINES_SCHEMA)
+    return exprs
 
 
 _POLARS_TYPES: dict[str, pl.DataType] = {

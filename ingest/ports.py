@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Rows = dict[str, list[dict[str, object]]]
 
@@ -70,6 +71,17 @@ class TableSink(Protocol):
     """
 
     def write(self, rows: Mapping[str, Sequence[Mapping[str, object]]], batch_id: str) -> None: ...
+
+
+@runtime_checkable
+class StagingSink(TableSink, Protocol):
+    """A TableSink that can start writing a table's rows before the batch that publishes them is written: `stage`
+    gives a context whose value stands for the rows in a later `write` (which only then publishes them); leaving
+    the context discards what was not published. Raises RowsRejectedError at once when a row does not fit."""
+
+    def stage(
+        self, table: str, rows: Sequence[Mapping[str, object]]
+    ) -> AbstractContextManager[Sequence[Mapping[str, object]]]: ...
 
 
 @dataclass(frozen=True)

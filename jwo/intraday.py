@@ -17,6 +17,7 @@ tables are the same files with the same bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ from ingest.adapters.fs_landing import LandingDir
 from ingest.adapters.s3_reports import S3Reports
 from ingest.adapters.sqs_receiver import SqsReceiver
 from ingest.intraday import FileId
-from ingest.ports import TableSink
+from ingest.ports import StagingSink, TableSink
 from ingest.reports import LEDGER_TABLE, LINES_TABLE, IntradayStats, ReportApplier, ReportConsumer
 from ingest.settings import IngestSettings, IntradaySettings
 from jwo.aws_resources import receive_config
@@ -89,6 +90,25 @@ class MergingSink:
         if isinstance(lines, ArrowRows):
             for day, frame in split_by_day(INTRADAY_ORDER_LINES, lines.table):
                 held[partition_dir(self._lake_dir, INTRADAY_ORDER_LINES, day) / published_name(batch_id)] = frame
+        # The ledger row's file is written (not published) meanwhile, when the sink can stage it: once the batch is
+        # durable, publishing it is a rename.
+        with self._staged(ledger) as ledger_rows:
+            self._publish_and_merge(batch, ledger_rows, held, batch_id)
+
+    def _staged(
+        self, ledger: Sequence[Mapping[str, object]] | None
+    ) -> contextlib.AbstractContextManager[Sequence[Mapping[str, object]] | None]:
+        if ledger and isinstance(self._sink, StagingSink):
+            return self._sink.stage(LEDGER_TABLE, ledger)
+        return contextlib.nullcontext(ledger)
+
+    def _publish_and_merge(
+        self,
+        batch: Mapping[str, Sequence[Mapping[str, object]]],
+        ledger: Sequence[Mapping[str, object]] | None,
+        held: dict[Path, pa.Table],
+        batch_id: str,
+    ) -> None:
         # The merge works out the new segments (and writes their temp files) while the batch is being published;
         # it replaces a segment only once `ready` has seen the batch durable and sent the ledger row on its way.
         published = self._threads.submit(self._sink.write, batch, batch_id)

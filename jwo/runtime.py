@@ -89,6 +89,16 @@ class LakeSink:
             if fresh and self._db is not None:
                 self._db.refresh_views(fresh)
 
+    def stage(
+        self, table: str, rows: Sequence[Mapping[str, object]]
+    ) -> contextlib.AbstractContextManager[Sequence[Mapping[str, object]]]:
+        """Start writing the rows' files (`LakeWriter.stage`): hand the context's value to `write` in place of the
+        rows, which then renames the files into place with the rest of its batch."""
+        try:
+            return self._writer.stage(TABLES[table], rows)
+        except TerminalWarehouseError as exc:
+            raise RowsRejectedError(str(exc)) from exc
+
 
 @dataclass
 class Aws:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 import threading
 import time
 import uuid
@@ -83,6 +84,31 @@ def temp_name(batch_id: str) -> str:
 def parquet_files(root: Path, table: Table) -> list[Path]:
     """The table's files that a view would read right now, sorted."""
     return sorted(p for p in (root / table.name).glob(PARQUET_GLOB) if p.is_file())
+
+
+def parquet_file_stats(root: Path, table: Table) -> list[tuple[Path, os.stat_result]]:
+    """`parquet_files` with each file's `stat`, sorted: the folders listed with `scandir`, one `stat` a file (a
+    file gone between the listing and its `stat` is left out, as it would be from a listing a moment later)."""
+    found: list[tuple[Path, os.stat_result]] = []
+    try:
+        with os.scandir(root / table.name) as entries:
+            days = [entry.path for entry in entries if entry.is_dir()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for day in days:
+        try:
+            with os.scandir(day) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".parquet"):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        info = entry.stat()
+                        if stat.S_ISREG(info.st_mode):
+                            found.append((Path(entry.path), info))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    found.sort(key=itemgetter(0))
+    return found
 
 
 def check_batch_id(batch_id: str) -> None:

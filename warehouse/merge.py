@@ -297,16 +297,14 @@ class TableMerger:
             parts = [held[p] if p in held else read_as(schema, p) for p in inputs]
         except (OSError, pa.ArrowException) as exc:
             raise LakeWriteError(f"could not read {self._root / table.name} to merge it: {exc}") from exc
-        new, hashes = _one_per_key(table, pa.concat_tables(parts) if parts else schema.empty_table())
-        keys = new.select(key)
+        new, wanted, hashes = _one_per_key(table, pa.concat_tables(parts) if parts else schema.empty_table())
         if extra is not None and extra.num_rows:
-            keys = pa.concat_tables([keys, extra.cast(keys.schema)])
-            hashes = _key_hashes(keys)
+            wanted = pl.concat([wanted, _frame(extra.cast(new.select(key).schema))])
+            hashes = wanted.hash_rows(seed=0).alias("h")
         targets = _segments_of(self._root, table, new)
         touched = self._index.holding(hashes)
         touched |= targets
         touched |= rewrite
-        wanted = _frame(keys).unique()
         kept: dict[Path, pa.Table] = {}
         contested: list[pa.Table] = []
         changed: set[Path] = set(targets)
@@ -334,6 +332,7 @@ class TableMerger:
         rows_out = 0
         folders: set[Path] = set()
         outputs: list[tuple[Path, pa.Table]] = []
+        output_hashes: list[pl.Series] = []
         emptied: list[Path] = []
         for path in sorted(changed):
             parts = [r for r in (kept.get(path), placed.get(path)) if r is not None and r.num_rows]
@@ -342,7 +341,9 @@ class TableMerger:
                     emptied.append(path)
                 continue
             make_dirs(path.parent)
-            outputs.append((path, _sorted_by_key(table, pa.concat_tables(parts))))
+            rows, rows_hashes = _sorted_by_key(table, pa.concat_tables(parts))
+            outputs.append((path, rows))
+            output_hashes.append(rows_hashes)
         if len(outputs) > 1:  # Parquet encoding and fsync release the GIL: the segments are written side by side
             temps = list(self._threads().map(_write_segment, outputs))
         else:
@@ -364,9 +365,9 @@ class TableMerger:
         folders.update(p.parent for p in emptied)
         folders.update(p.parent for p, _ in outputs)
         written = len(emptied) + len(outputs)
-        for path, rows in outputs:
+        for (path, rows), rows_hashes in zip(outputs, output_hashes, strict=True):
             self._cache.keep(path, rows)
-            self._index.put(path, _signature(path), _key_hashes(rows.select(key)))
+            self._index.put(path, _signature(path), rows_hashes)
             rows_out += rows.num_rows
         for folder in sorted(folders):
             fsync_dir(folder)  # the renames are durable before a batch file goes
@@ -503,10 +504,13 @@ def _write_segment(output: tuple[Path, pa.Table]) -> Path:
     return write_temp(rows, path)
 
 
-def _sorted_by_key(table: Table, rows: pa.Table) -> pa.Table:
+def _sorted_by_key(table: Table, rows: pa.Table) -> tuple[pa.Table, pl.Series]:
+    """The rows sorted by key (nulls last, ties in their order) and their key hashes (`_key_hashes`), in that
+    order: the keys converted once for both."""
     key = list(table.key)
-    order = _frame(rows.select(key)).select(pl.arg_sort_by(key, nulls_last=True, maintain_order=True))
-    return rows.take(order.to_series().to_arrow())
+    keys = _frame(rows.select(key))
+    order = keys.select(pl.arg_sort_by(key, nulls_last=True, maintain_order=True)).to_series()
+    return rows.take(order.to_arrow()), keys.hash_rows(seed=0).gather(order).alias("h")
 
 
 def read_as(schema: pa.Schema, path: Path) -> pa.Table:
@@ -521,15 +525,18 @@ def read_as(schema: pa.Schema, path: Path) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _one_per_key(table: Table, rows: pa.Table) -> tuple[pa.Table, pl.Series]:
-    """The newest row of each key of `rows` (in any order) and their key hashes: `rows` as they are when no two
-    hash alike (so no two share a key: a report file's lines), else `newest_per_key`."""
+def _one_per_key(table: Table, rows: pa.Table) -> tuple[pa.Table, pl.DataFrame, pl.Series]:
+    """The newest row of each key of `rows` (in any order), their keys as a polars frame and their key hashes
+    (`_key_hashes`), each in the rows' order: `rows` as they are when no two hash alike (so no two share a key: a
+    report file's lines), else `newest_per_key`."""
     key = list(table.key)
-    hashes = _key_hashes(rows.select(key))
+    keys = _frame(rows.select(key))
+    hashes = keys.hash_rows(seed=0).alias("h")
     if not hashes.is_duplicated().any():
-        return rows, hashes
+        return rows, keys, hashes
     newest = newest_per_key(table, rows)
-    return newest, _key_hashes(newest.select(key))
+    keys = _frame(newest.select(key))
+    return newest, keys, keys.hash_rows(seed=0).alias("h")
 
 
 def newest_per_key(table: Table, rows: pa.Table) -> pa.Table:

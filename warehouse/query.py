@@ -27,7 +27,7 @@ import duckdb
 
 from contracts.tables import TABLES, Table
 from warehouse.errors import QueryError, ReadOnlyQueryError
-from warehouse.lake import parquet_files
+from warehouse.lake import parquet_file_stats, parquet_files
 from warehouse.merge import MERGED_ON_WRITE, is_segment, read_marker, schema_fingerprint
 from warehouse.views import (
     batch_select_sql,
@@ -175,11 +175,7 @@ class _MergedState:
 def _merged_state(root: Path, table: Table) -> _MergedState:
     segments: list[tuple[str, tuple[int, ...]]] = []
     batches: list[tuple[str, tuple[int, ...]]] = []
-    for path in parquet_files(root, table):
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            continue
+    for path, stat in parquet_file_stats(root, table):
         entry = (path.as_posix(), (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns))
         (segments if is_segment(path) else batches).append(entry)
     return _MergedState(read_marker(root, table), tuple(segments), tuple(batches))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from contracts.tables import PURCHASES, TABLES, Kind, Table
 from warehouse.errors import LakeWriteError
-from warehouse.lake import ROW_GROUP_ROWS, LakeWriter, janitor, parquet_files, temp_name
+from warehouse.lake import ROW_GROUP_ROWS, LakeWriter, janitor, parquet_file_stats, parquet_files, temp_name
 from warehouse.query import QueryResult, run_query
 
 Row = Mapping[str, object]
@@ -348,3 +348,23 @@ def test_the_partition_date_is_the_utc_date(tmp_path: Path) -> None:
     )
 
     assert published.parent.name == f"date={date(2024, 5, 2).isoformat()}"
+
+
+def test_the_files_listed_with_their_stat_are_the_files_a_view_reads(tmp_path: Path) -> None:
+    assert parquet_file_stats(tmp_path, PURCHASES) == []
+    folder = tmp_path / PURCHASES.name
+    for day in ("date=2026-11-20", "date=2026-11-21"):
+        (folder / day).mkdir(parents=True)
+        (folder / day / "part-b.parquet").write_bytes(b"x")
+        (folder / day / "part-a.parquet").write_bytes(b"yy")
+        (folder / day / temp_name("c")).write_bytes(b"z")
+        (folder / day / "notes.txt").write_bytes(b"z")
+        (folder / day / "odd.parquet").mkdir()
+    (folder / "top.parquet").write_bytes(b"x")  # not in a day's folder
+    (folder / "date=2026-11-22").write_bytes(b"x")  # a file, not a folder
+
+    listed = parquet_file_stats(tmp_path, PURCHASES)
+
+    assert [path for path, _ in listed] == parquet_files(tmp_path, PURCHASES)
+    assert len(listed) == 4
+    assert all(info.st_size == path.stat().st_size and info.st_ino == path.stat().st_ino for path, info in listed)

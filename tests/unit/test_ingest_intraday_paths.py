@@ -96,3 +96,35 @@ def test_a_clean_file_is_read_by_arrow_and_one_with_a_bad_row_by_the_scan() -> N
     parsed = parse_report(bad, FILE, PUBLISHED, APPLIED, COLUMNS)
     assert parsed.table.num_rows == 2
     assert [(q["line_no"], q["reason"]) for q in parsed.quarantine] == [(4, "bad number in unit_price: 'x'")]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b'"', b",", b"\n", b"\r", b"\r\n", b"a", b'""', b"\x00", b"\x1e"]), max_size=40))
+def test_the_byte_check_quote_by_quote_judges_a_file_as_the_series_checks_do(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    buf = intraday._bytes(data)
+    by_series = not intraday._odd_bytes(data, buf) and intraday._plain_quoting(
+        buf, (buf == 34).arg_true().cast(intraday.pl.Int64)
+    )
+    assert intraday._plain_bytes(data) == by_series
+
+
+def test_a_file_with_many_quotes_is_judged_on_its_bytes_as_a_series() -> None:
+    row = b'"a","b ""c""",d\r\n'
+    many = row * (intraday._FEW_QUOTES // 4)
+    assert many.count(b'"') > intraday._FEW_QUOTES
+    assert intraday._plain_bytes(many)
+    assert not intraday._plain_bytes(many + b'"a"b,c\n')
+    assert not intraday._plain_bytes(many + b"a\rb\n")
+
+
+def test_a_field_of_only_spaces_leaves_the_file_to_the_scan_which_makes_it_null() -> None:
+    time = "2026-11-20T12:00:00Z"
+    row = f"o-1,t1,s,{time},{time},li-1,sku,milk,1,3.49,3.49,0,0.22,3.71,USD,p,V,1,r"
+    blank = row.replace(",V,", ",   ,")
+    content = ("\n".join([",".join(HEADER), row, blank.replace("li-1", "li-2")]) + "\n").encode()
+
+    assert intraday._arrow_parse(content, CONTEXT) is None
+    parsed = parse_report(content, FILE, PUBLISHED, APPLIED, COLUMNS)
+    same(parsed, intraday._slow_parse(content.decode(), CONTEXT))
+    assert parsed.table.column("card_brand").to_pylist() == ["V", None]
