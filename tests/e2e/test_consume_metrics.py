@@ -12,9 +12,11 @@ from jwo.runtime import running
 from jwo.settings import Settings
 
 
-def _metric(text: str, name: str) -> float:
-    (line,) = [line for line in text.splitlines() if line.startswith(name)]
-    return float(line.rsplit(" ", 1)[1])
+def _metric(text: str, name: str) -> float | None:
+    """The sample's value, or None while the gauge has no sample yet (before the first depth read)."""
+    lines = [line for line in text.splitlines() if line.startswith(name)]
+    assert len(lines) <= 1, lines
+    return float(lines[0].rsplit(" ", 1)[1]) if lines else None
 
 
 def test_a_consumer_only_process_reports_its_queue_and_dead_letter_depths(tmp_path: Path) -> None:
@@ -29,7 +31,7 @@ def test_a_consumer_only_process_reports_its_queue_and_dead_letter_depths(tmp_pa
                 await sqs.send_message(QueueUrl=dlq_url, MessageBody="a dead letter")
             async with httpx.AsyncClient() as client:
                 health = (await client.get(pipeline.metrics_url.replace("/metrics", "/healthz"))).text
-                for _ in range(50):
+                for _ in range(300):
                     text = (await client.get(pipeline.metrics_url)).text
                     if _metric(text, 'jwo_queue_dead_letters{queue="jwo-events"}') == 1:
                         break
